@@ -1,0 +1,247 @@
+"""The hub: every session and room of one instance, and the routing rules.
+
+Transports (``ws.py``, ``polling.py``) turn frames and requests into calls on
+the hub; the hub decides who may talk to whom and pushes messages into the
+target sessions' mailboxes. This is the in-memory hub, the embedded default;
+``cluster.py`` extends it to share sessions and rooms over Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from . import protocol as p
+from .config import Settings
+from .metrics import Metrics
+from .rooms import Room, may_signal, peer_info
+from .session import Session, prefix_of
+
+log = logging.getLogger("signaling.hub")
+
+# Prefixes of relayed messages, built once: b'{"type":"offer","from":"'.
+_RELAY_HEAD = {kind: b'{"type":"%s","from":"' % kind.encode() for kind in p.RELAYED}
+PONG = b'{"type":"pong","seq":'
+
+
+class Hub:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.sessions: dict[str, Session] = {}
+        self.by_token: dict[str, Session] = {}
+        self.rooms: dict[str, Room] = {}
+        self.draining = False
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="signaling-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining
+
+    # -- sessions ------------------------------------------------------------
+
+    def open(self, transport: str) -> Session:
+        s = self.settings
+        sess = Session(transport, s.resume_queue, time.monotonic(), s.rate_limit_burst)
+        self.sessions[sess.id] = sess
+        self.by_token[sess.token] = sess
+        self.metrics.sessions_opened[transport] += 1
+        return sess
+
+    def find(self, token: str | None) -> Session | None:
+        """The live session a token belongs to, or None."""
+        if not token:
+            return None
+        sess = self.by_token.get(token)
+        return None if sess is None or sess.closed else sess
+
+    async def resume(self, token: str) -> Session | None:
+        """The session to continue after a dropped connection, or None."""
+        return self.find(token)
+
+    async def close(self, sess: Session) -> None:
+        """End a session for good: leave its room, forget it."""
+        if sess.closed:
+            return
+        sess.closed = True
+        if sess.room is not None:
+            await self._leave(sess)
+        self.sessions.pop(sess.id, None)
+        self.by_token.pop(sess.token, None)
+        if sess.waiter is not None and not sess.waiter.done():
+            sess.waiter.set_result(False)
+
+    # -- messages --------------------------------------------------------------
+
+    async def error(self, sess: Session, code: str, message: str, ref: Any = None) -> None:
+        self.metrics.errors[code] += 1
+        await sess.push(prefix_of(p.error(code, message, ref)))
+
+    async def receive(self, sess: Session, msg: Any, now: float) -> bool:
+        """Handle one decoded message from ``sess``. False means: close it (abuse)."""
+        s = self.settings
+        if not sess.allow(now, s.rate_limit, s.rate_limit_burst):
+            self.metrics.errors[p.RATE_LIMITED] += 1
+            if sess.strikes > s.rate_limit_burst:
+                return False
+            if sess.strikes == 1 or sess.strikes % 10 == 0:  # don't answer a flood message for message
+                await sess.push(prefix_of(p.error(p.RATE_LIMITED, f"more than {s.rate_limit:g} messages/s")))
+            return True
+        try:
+            msg = p.validate(msg)
+            kind = msg["type"]
+            if kind in p.RELAYED:
+                await self.relay(sess, kind, msg, now)
+            elif kind == "ping":
+                await sess.push(PONG if "id" not in msg else prefix_of({"type": "pong", "ref": msg["id"]}))
+            elif kind == "join":
+                await self.join(sess, msg)
+            elif kind == "leave":
+                await self.leave(sess, msg)
+            elif kind == "list":
+                await self.list_peers(sess, msg)
+            else:  # ack
+                sess.forget(msg["seq"])
+        except p.ProtocolError as exc:
+            await self.error(sess, exc.code, exc.message, exc.ref)
+        return True
+
+    async def relay(self, sess: Session, kind: str, msg: dict[str, Any], now: float) -> None:
+        target = self.sessions.get(msg["to"])
+        if target is None:
+            raise p.ProtocolError(p.UNKNOWN_PEER, "no peer with that id", msg.get("id"))
+        if not may_signal(sess, target, self.settings.public_mode):
+            raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", msg.get("id"))
+        await target.push(b"%s%s\",\"data\":%s,\"seq\":" % (_RELAY_HEAD[kind], sess.id.encode(), p.dumps(msg["data"])))
+        self.metrics.relayed[kind] += 1
+        self.metrics.observe_latency(time.monotonic() - now)
+
+    async def join(self, sess: Session, msg: dict[str, Any]) -> None:
+        s = self.settings
+        ref = msg.get("id")
+        if not s.private_mode:
+            raise p.ProtocolError(p.FORBIDDEN, "rooms are switched off on this server", ref)
+        if sess.room is not None:
+            raise p.ProtocolError(p.BAD_MESSAGE, f"already in room {sess.room.name!r}; leave first", ref)
+        name, role = msg["room"], msg["role"]
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name, msg.get("secret"))
+        else:
+            room.check_join(role, msg.get("secret"), s.room_max_peers)
+        room.add(sess, role, msg.get("name", ""))
+        visible = room.visible_to(sess)
+        reply: dict[str, Any] = {"type": "joined", "room": name, "role": role, "peers": [peer_info(m) for m in visible]}
+        if ref is not None:
+            reply["ref"] = ref
+        await sess.push(prefix_of(reply))
+        note = prefix_of({"type": "peer-joined", "room": name, "peer": peer_info(sess)})
+        for other in visible:
+            await other.push(note)
+
+    async def leave(self, sess: Session, msg: dict[str, Any]) -> None:
+        room = sess.room
+        if room is None:
+            raise p.ProtocolError(p.BAD_MESSAGE, "not in a room", msg.get("id"))
+        await self._leave(sess)
+        reply: dict[str, Any] = {"type": "left", "room": room.name}
+        if "id" in msg:
+            reply["ref"] = msg["id"]
+        await sess.push(prefix_of(reply))
+
+    async def _leave(self, sess: Session) -> None:
+        room = sess.room
+        assert room is not None
+        visible = room.visible_to(sess)
+        room.remove(sess)
+        if not room.members:
+            self.rooms.pop(room.name, None)
+        note = prefix_of({"type": "peer-left", "room": room.name, "id": sess.id})
+        for other in visible:
+            await other.push(note)
+
+    async def list_peers(self, sess: Session, msg: dict[str, Any]) -> None:
+        s = self.settings
+        if not (s.discovery and s.public_mode) or sess.room is not None:
+            raise p.ProtocolError(p.FORBIDDEN, "peer discovery is switched off", msg.get("id"))
+        peers = [other.id for other in self.sessions.values() if other.room is None and other is not sess]
+        reply: dict[str, Any] = {"type": "peers", "peers": peers}
+        if "id" in msg:
+            reply["ref"] = msg["id"]
+        await sess.push(prefix_of(reply))
+
+    # -- liveness ------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        tick = max(0.2, min(5.0, self.settings.heartbeat / 6))
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                await self.sweep(time.monotonic())
+            except Exception:  # keep sweeping whatever one session did
+                log.exception("sweep failed")
+
+    async def sweep(self, now: float) -> None:
+        """Ping WebSockets, drop idle ones, expire detached and polling sessions."""
+        s = self.settings
+        for sess in list(self.sessions.values()):
+            ws = sess.ws
+            if ws is not None:
+                if now - sess.last_rx >= s.idle_timeout:
+                    log.info("dropping idle peer", extra={"peer": sess.id})
+                    sess.detach(now)
+                    await ws.close(code=4408, message=b"idle timeout")
+                elif now - sess.last_ping >= s.heartbeat:
+                    sess.last_ping = now
+                    try:
+                        await ws.ping()
+                    except Exception:  # noqa: BLE001 - the read loop sees the broken connection
+                        pass
+            elif sess.polling == 0 and sess.detached_at is not None:
+                window = s.resume_window if sess.transport == "ws" else s.poll_timeout
+                if now - sess.detached_at >= window:
+                    await self.close(sess)
+
+    async def drain(self) -> None:
+        """Going away: refuse new work, send WebSocket peers elsewhere (1001)."""
+        self.draining = True
+        for sess in list(self.sessions.values()):
+            if sess.ws is not None:
+                ws = sess.ws
+                sess.detach(time.monotonic())
+                await ws.close(code=1001, message=b"server going away")
+            if sess.waiter is not None and not sess.waiter.done():
+                sess.waiter.set_result(False)
+
+    def gauges(self) -> dict[str, tuple[str, dict[str, float] | float]]:
+        conns = {"websocket": 0, "polling": 0}
+        detached = 0
+        for sess in self.sessions.values():
+            if sess.ws is not None:
+                conns["websocket"] += 1
+            elif sess.polling:
+                conns["polling"] += 1
+            elif sess.transport == "ws":
+                detached += 1
+        return {
+            "signaling_connections": ("Open connections by transport.", conns),
+            "signaling_sessions": ("Live sessions on this instance.", len(self.sessions)),
+            "signaling_sessions_detached": ("Sessions waiting for a resume.", detached),
+            "signaling_rooms": ("Rooms with at least one member.", len(self.rooms)),
+            "signaling_draining": ("1 while the instance drains.", int(self.draining)),
+        }

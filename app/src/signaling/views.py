@@ -1,0 +1,54 @@
+"""Plain HTTP endpoints: health, readiness, metrics, ICE servers, the browser client."""
+
+from __future__ import annotations
+
+import time
+from aiohttp import web
+
+from . import __version__
+from .ice import ice_servers
+from .keys import HUB, METRICS, SETTINGS, STATIC_ROOT
+from .web_util import json_response
+
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "version": __version__})
+
+
+async def ready(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    if hub.draining:
+        return json_response({"status": "draining"}, status=503)
+    if not hub.ready:
+        return json_response({"status": "backend unavailable"}, status=503)
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = request.app[METRICS].render(request.app[HUB].gauges(), __version__)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def ice(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    peer = request.query.get("id", "")
+    if not peer or len(peer) > 64 or not peer.replace("-", "").replace("_", "").isalnum():
+        peer = "anonymous"
+    return json_response({"ice_servers": ice_servers(settings, peer, time.time()), "ttl": settings.turn_ttl},
+                         headers={"Cache-Control": "no-store"})
+
+
+async def static(request: web.Request) -> web.StreamResponse:
+    """Files of the browser client; ``/`` is index.html. Never leaves the root."""
+    root = request.app[STATIC_ROOT]
+    rel = request.match_info.get("path", "") or "index.html"
+    if "\x00" in rel or rel.startswith("/") or any(part in ("", ".", "..") for part in rel.split("/")):
+        raise web.HTTPNotFound()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise web.HTTPNotFound()
+    headers = {"X-Content-Type-Options": "nosniff"}
+    headers["Cache-Control"] = "no-cache" if path.suffix == ".html" else "public, max-age=3600"
+    return web.FileResponse(path, headers=headers)
