@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -93,11 +98,68 @@ class Poller:
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real redis-server (Debian's package) on a free loopback port, for the whole run."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI") or os.environ.get("REQUIRE_REDIS"):
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--requirepass", "test-secret"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    url = f"redis://:test-secret@127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield {"url": url, "port": port, "proc": proc}
+    proc.terminate()
+    proc.wait(5)
+
+
 @pytest.fixture
-async def make_client(aiohttp_client: Any) -> ClientFactory:
-    """``await make_client(**settings)``: a test client on a fresh app."""
+def redis_url(redis_server: Any) -> str:
+    """The shared server, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server["url"])
+    client.flushall()
+    client.close()
+    return redis_server["url"]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run a test on the in-memory hub and on the Redis hub."""
+    return request.param
+
+
+@pytest.fixture
+async def make_client(aiohttp_client: Any, backend: str, request: pytest.FixtureRequest) -> ClientFactory:
+    """``await make_client(**settings)``: a test client on a fresh app (per backend)."""
+    url = request.getfixturevalue("redis_url") if backend == "redis" else ""
 
     async def factory(**values: Any) -> TestClient:
+        if url:
+            values.setdefault("redis_url", url)
         return await aiohttp_client(create_app(config.make(**values)))
 
     return factory

@@ -65,8 +65,10 @@ async def test_turn_credentials_follow_coturn_rest_scheme(make_client, connect):
     assert user == peer.id and 590 <= int(expiry) - time.time() <= 601
     expected = base64.b64encode(hmac.new(b"s3cret", turn["username"].encode(), hashlib.sha1).digest()).decode()
     assert turn["credential"] == expected
-    body = await (await client.get(f"/api/ice-servers?id={peer.id}")).json()
+    body = await (await client.get("/api/ice-servers", headers={"Authorization": f"Bearer {peer.token}"})).json()
     assert body["ttl"] == 600 and body["ice_servers"][0]["username"].endswith(":" + peer.id)
+    body = await (await client.get("/api/ice-servers", params={"id": peer.id})).json()  # no token: not that name
+    assert ":anonymous-" in body["ice_servers"][0]["username"]
 
 
 async def test_index_and_assets(make_client, tmp_path):

@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 from . import protocol as p
+from aiohttp import web
+
 from .config import Settings
 from .metrics import Metrics
 from .rooms import Room, may_signal, peer_info
@@ -34,6 +36,7 @@ class Hub:
         self.by_token: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
         self.draining = False
+        self._stopping = False
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -42,6 +45,7 @@ class Hub:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="signaling-sweeper")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             try:
@@ -55,7 +59,7 @@ class Hub:
 
     # -- sessions ------------------------------------------------------------
 
-    def open(self, transport: str) -> Session:
+    async def open(self, transport: str) -> Session:
         s = self.settings
         sess = Session(transport, s.resume_queue, time.monotonic(), s.rate_limit_burst)
         self.sessions[sess.id] = sess
@@ -63,16 +67,65 @@ class Hub:
         self.metrics.sessions_opened[transport] += 1
         return sess
 
-    def find(self, token: str | None) -> Session | None:
+    async def find(self, token: str | None) -> Session | None:
         """The live session a token belongs to, or None."""
+        return self._find(token)
+
+    def _find(self, token: str | None) -> Session | None:
         if not token:
             return None
         sess = self.by_token.get(token)
         return None if sess is None or sess.closed else sess
 
     async def resume(self, token: str) -> Session | None:
-        """The session to continue after a dropped connection, or None."""
-        return self.find(token)
+        """The session to continue after a dropped connection, or None.
+
+        A socket the session still has (half-open, or simply older) is
+        closed: the newest connection wins.
+        """
+        sess = self._find(token)
+        if sess is not None and sess.ws is not None:
+            old = sess.ws
+            await self.detach(sess, old)
+            await old.close(code=1008, message=b"resumed elsewhere")
+        return sess
+
+    async def lost_after(self, sess: Session, after: int) -> int:
+        """Messages after ``after`` that no longer fit in the session's queue."""
+        return sess.lost_after(after)
+
+    async def attach(self, sess: Session, ws: web.WebSocketResponse, after: int) -> None:
+        """Replay what ``sess`` missed after ``after`` to ``ws``, then deliver live."""
+        await sess.attach(ws, after)
+
+    async def detach(self, sess: Session, ws: web.WebSocketResponse) -> None:
+        """The WebSocket ``ws`` of ``sess`` is gone; the resume window starts."""
+        if sess.ws is ws:
+            sess.detach(time.monotonic())
+
+    async def deliver(self, sess: Session, prefix: bytes) -> None:
+        """Push one message (a prefix, see session.py) into a session's mailbox."""
+        await sess.push(prefix)
+
+    async def poll(self, sess: Session, after: int, ack: int | None, wait: float) -> tuple[list[bytes], int]:
+        """Frames after ``after`` for a long-poll, waiting up to ``wait`` seconds for one."""
+        if ack is not None:
+            sess.forget(ack)
+        frames = sess.pending(after)
+        if not frames and wait and not self.draining:
+            waiter = sess.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(waiter, wait)
+            except TimeoutError:
+                pass
+            finally:
+                if sess.waiter is waiter:
+                    sess.waiter = None
+            superseded = waiter.done() and not waiter.cancelled() and waiter.result() is False
+            frames = [] if superseded else sess.pending(after)
+        if frames:
+            sess.sent = max(sess.sent, sess.seq)
+        return frames, sess.lost_after(after)
 
     async def close(self, sess: Session) -> None:
         """End a session for good: leave its room, forget it."""
@@ -90,7 +143,7 @@ class Hub:
 
     async def error(self, sess: Session, code: str, message: str, ref: Any = None) -> None:
         self.metrics.errors[code] += 1
-        await sess.push(prefix_of(p.error(code, message, ref)))
+        await self.deliver(sess, prefix_of(p.error(code, message, ref)))
 
     async def receive(self, sess: Session, msg: Any, now: float) -> bool:
         """Handle one decoded message from ``sess``. False means: close it (abuse)."""
@@ -100,7 +153,7 @@ class Hub:
             if sess.strikes > s.rate_limit_burst:
                 return False
             if sess.strikes == 1 or sess.strikes % 10 == 0:  # don't answer a flood message for message
-                await sess.push(prefix_of(p.error(p.RATE_LIMITED, f"more than {s.rate_limit:g} messages/s")))
+                await self.deliver(sess, prefix_of(p.error(p.RATE_LIMITED, f"more than {s.rate_limit:g} messages/s")))
             return True
         try:
             msg = p.validate(msg)
@@ -108,7 +161,7 @@ class Hub:
             if kind in p.RELAYED:
                 await self.relay(sess, kind, msg, now)
             elif kind == "ping":
-                await sess.push(PONG if "id" not in msg else prefix_of({"type": "pong", "ref": msg["id"]}))
+                await self.deliver(sess, PONG if "id" not in msg else prefix_of({"type": "pong", "ref": msg["id"]}))
             elif kind == "join":
                 await self.join(sess, msg)
             elif kind == "leave":
@@ -116,10 +169,14 @@ class Hub:
             elif kind == "list":
                 await self.list_peers(sess, msg)
             else:  # ack
-                sess.forget(msg["seq"])
+                await self.ack(sess, msg["seq"])
         except p.ProtocolError as exc:
             await self.error(sess, exc.code, exc.message, exc.ref)
         return True
+
+    async def ack(self, sess: Session, seq: int) -> None:
+        """The client has everything up to ``seq``: forget it."""
+        sess.forget(seq)
 
     async def relay(self, sess: Session, kind: str, msg: dict[str, Any], now: float) -> None:
         target = self.sessions.get(msg["to"])
@@ -127,7 +184,7 @@ class Hub:
             raise p.ProtocolError(p.UNKNOWN_PEER, "no peer with that id", msg.get("id"))
         if not may_signal(sess, target, self.settings.public_mode):
             raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", msg.get("id"))
-        await target.push(b"%s%s\",\"data\":%s,\"seq\":" % (_RELAY_HEAD[kind], sess.id.encode(), p.dumps(msg["data"])))
+        await self.deliver(target, b"%s%s\",\"data\":%s,\"seq\":" % (_RELAY_HEAD[kind], sess.id.encode(), p.dumps(msg["data"])))
         self.metrics.relayed[kind] += 1
         self.metrics.observe_latency(time.monotonic() - now)
 
@@ -143,16 +200,16 @@ class Hub:
         if room is None:
             room = self.rooms[name] = Room(name, msg.get("secret"))
         else:
-            room.check_join(role, msg.get("secret"), s.room_max_peers)
+            room.check_join(role, msg.get("secret"), s.room_max_peers, ref)
         room.add(sess, role, msg.get("name", ""))
         visible = room.visible_to(sess)
         reply: dict[str, Any] = {"type": "joined", "room": name, "role": role, "peers": [peer_info(m) for m in visible]}
         if ref is not None:
             reply["ref"] = ref
-        await sess.push(prefix_of(reply))
+        await self.deliver(sess, prefix_of(reply))
         note = prefix_of({"type": "peer-joined", "room": name, "peer": peer_info(sess)})
         for other in visible:
-            await other.push(note)
+            await self.deliver(other, note)
 
     async def leave(self, sess: Session, msg: dict[str, Any]) -> None:
         room = sess.room
@@ -162,7 +219,7 @@ class Hub:
         reply: dict[str, Any] = {"type": "left", "room": room.name}
         if "id" in msg:
             reply["ref"] = msg["id"]
-        await sess.push(prefix_of(reply))
+        await self.deliver(sess, prefix_of(reply))
 
     async def _leave(self, sess: Session) -> None:
         room = sess.room
@@ -173,23 +230,27 @@ class Hub:
             self.rooms.pop(room.name, None)
         note = prefix_of({"type": "peer-left", "room": room.name, "id": sess.id})
         for other in visible:
-            await other.push(note)
+            await self.deliver(other, note)
 
     async def list_peers(self, sess: Session, msg: dict[str, Any]) -> None:
         s = self.settings
         if not (s.discovery and s.public_mode) or sess.room is not None:
             raise p.ProtocolError(p.FORBIDDEN, "peer discovery is switched off", msg.get("id"))
-        peers = [other.id for other in self.sessions.values() if other.room is None and other is not sess]
+        peers = await self.public_peers(sess)
         reply: dict[str, Any] = {"type": "peers", "peers": peers}
         if "id" in msg:
             reply["ref"] = msg["id"]
-        await sess.push(prefix_of(reply))
+        await self.deliver(sess, prefix_of(reply))
+
+    async def public_peers(self, sess: Session) -> list[str]:
+        """Ids of the peers in no room, but ``sess``."""
+        return [other.id for other in self.sessions.values() if other.room is None and other is not sess]
 
     # -- liveness ------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
         tick = max(0.2, min(5.0, self.settings.heartbeat / 6))
-        while True:
+        while not self._stopping:  # a flag too: a library may swallow one cancellation
             await asyncio.sleep(tick)
             try:
                 await self.sweep(time.monotonic())
@@ -204,7 +265,7 @@ class Hub:
             if ws is not None:
                 if now - sess.last_rx >= s.idle_timeout:
                     log.info("dropping idle peer", extra={"peer": sess.id})
-                    sess.detach(now)
+                    await self.detach(sess, ws)
                     await ws.close(code=4408, message=b"idle timeout")
                 elif now - sess.last_ping >= s.heartbeat:
                     sess.last_ping = now
@@ -223,7 +284,7 @@ class Hub:
         for sess in list(self.sessions.values()):
             if sess.ws is not None:
                 ws = sess.ws
-                sess.detach(time.monotonic())
+                await self.detach(sess, ws)
                 await ws.close(code=1001, message=b"server going away")
             if sess.waiter is not None and not sess.waiter.done():
                 sess.waiter.set_result(False)

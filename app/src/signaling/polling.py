@@ -7,7 +7,6 @@ over a WebSocket with its token.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from aiohttp import web
@@ -23,13 +22,13 @@ MAX_WAIT = 30           # seconds a GET may hang
 DEFAULT_WAIT = 25
 
 
-def _session(request: web.Request) -> Session | None:
+async def _session(request: web.Request) -> Session | None:
     """The session named in the path, if the bearer token is its own."""
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer":
         return None
-    sess = request.app[HUB].find(token.strip())
+    sess = await request.app[HUB].find(token.strip())
     if sess is None or sess.id != request.match_info["id"]:
         return None
     return sess
@@ -43,14 +42,14 @@ async def create(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     if hub.draining:
         return error_response(p.FORBIDDEN, "this instance is shutting down", status=503)
-    sess = hub.open("poll")
+    sess = await hub.open("poll")
     body = welcome(sess, request.app[SETTINGS])
     del body["type"]
     return json_response(body, status=201)
 
 
 async def send(request: web.Request) -> web.Response:
-    sess = _session(request)
+    sess = await _session(request)
     if sess is None:
         return _unauthorized()
     hub = request.app[HUB]
@@ -74,7 +73,7 @@ async def send(request: web.Request) -> web.Response:
 
 
 async def receive(request: web.Request) -> web.Response:
-    sess = _session(request)
+    sess = await _session(request)
     if sess is None:
         return _unauthorized()
     hub = request.app[HUB]
@@ -89,24 +88,7 @@ async def receive(request: web.Request) -> web.Response:
     sess.polling += 1
     sess.detached_at = None
     try:
-        if ack is not None:
-            sess.forget(ack)
-        after = sess.sent if ack is None else ack
-        frames = sess.pending(after)
-        if not frames and wait and not hub.draining:
-            waiter = sess.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(waiter, wait)
-            except TimeoutError:
-                pass
-            finally:
-                if sess.waiter is waiter:
-                    sess.waiter = None
-            superseded = waiter.done() and not waiter.cancelled() and waiter.result() is False
-            frames = [] if superseded else sess.pending(after)
-        lost = sess.lost_after(after)
-        if frames:
-            sess.sent = max(sess.sent, sess.seq)
+        frames, lost = await hub.poll(sess, sess.sent if ack is None else ack, ack, wait)
     finally:
         sess.polling -= 1
         if sess.polling == 0:
@@ -118,7 +100,7 @@ async def receive(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    sess = _session(request)
+    sess = await _session(request)
     if sess is None:
         return _unauthorized()
     await request.app[HUB].close(sess)

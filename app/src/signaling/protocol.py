@@ -25,9 +25,10 @@ ROOM_HAS_HOST: Final = "room-has-host"
 BAD_SECRET: Final = "bad-secret"
 RATE_LIMITED: Final = "rate-limited"
 UNAUTHORIZED: Final = "unauthorized"
+UNAVAILABLE: Final = "unavailable"   # cluster mode: Redis cannot be reached; retry
 ERROR_CODES: Final = (
     BAD_JSON, BAD_MESSAGE, TOO_LARGE, UNKNOWN_PEER, FORBIDDEN, ROOM_FULL,
-    ROOM_HAS_HOST, BAD_SECRET, RATE_LIMITED, UNAUTHORIZED,
+    ROOM_HAS_HOST, BAD_SECRET, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE,
 )
 
 RELAYED: Final = frozenset(("offer", "answer", "candidate", "bye"))

@@ -27,16 +27,16 @@ class Room:
         self.host: Session | None = None
         self.members: dict[str, Session] = {}
 
-    def check_join(self, role: str, secret: str | None, limit: int) -> None:
+    def check_join(self, role: str, secret: str | None, limit: int, ref: Any = None) -> None:
         """Raise ProtocolError if a peer may not join with this role and secret."""
         if self.secret is not None and (
             secret is None or not hmac.compare_digest(self.secret.encode(), secret.encode())
         ):
-            raise p.ProtocolError(p.BAD_SECRET, "wrong or missing room secret")
+            raise p.ProtocolError(p.BAD_SECRET, "wrong or missing room secret", ref)
         if role == "host" and self.host is not None:
-            raise p.ProtocolError(p.ROOM_HAS_HOST, "this room already has a host")
+            raise p.ProtocolError(p.ROOM_HAS_HOST, "this room already has a host", ref)
         if len(self.members) >= limit:
-            raise p.ProtocolError(p.ROOM_FULL, f"room holds at most {limit} peers")
+            raise p.ProtocolError(p.ROOM_FULL, f"room holds at most {limit} peers", ref)
 
     def add(self, sess: Session, role: str, name: str) -> None:
         sess.room = self

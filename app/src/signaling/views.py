@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from aiohttp import web
 
@@ -32,10 +33,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def ice(request: web.Request) -> web.Response:
+    """ICE servers; TURN credentials name the caller's session when it shows its token."""
     settings = request.app[SETTINGS]
-    peer = request.query.get("id", "")
-    if not peer or len(peer) > 64 or not peer.replace("-", "").replace("_", "").isalnum():
-        peer = "anonymous"
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    sess = await request.app[HUB].find(token.strip()) if scheme.lower() == "bearer" else None
+    peer = sess.id if sess is not None else "anonymous-" + secrets.token_urlsafe(6)
     return json_response({"ice_servers": ice_servers(settings, peer, time.time()), "ttl": settings.turn_ttl},
                          headers={"Cache-Control": "no-store"})
 

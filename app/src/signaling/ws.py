@@ -23,7 +23,7 @@ HARD_FRAME_LIMIT = 1 << 20
 CLOSE_UNAUTHORIZED = 4401
 
 
-def welcome(sess: Session, settings, resumed: bool = False, after: int = 0) -> dict:
+def welcome(sess: Session, settings, lost: int | None = None) -> dict:
     """The ``welcome`` object; also the body of ``POST /api/sessions``."""
     msg = {
         "type": "welcome",
@@ -33,8 +33,8 @@ def welcome(sess: Session, settings, resumed: bool = False, after: int = 0) -> d
         "resume": settings.resume_window,
         "ice_servers": ice_servers(settings, sess.id, time.time()),
     }
-    if resumed:
-        msg.update(resumed=True, room=sess.room and sess.room.name, role=sess.role, lost=sess.lost_after(after))
+    if lost is not None:  # a resume
+        msg.update(resumed=True, room=sess.room and sess.room.name, role=sess.role, lost=lost)
     return msg
 
 
@@ -61,31 +61,29 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             await ws.send_frame(p.dumps(p.error(p.UNAUTHORIZED, "unknown or expired resume token")), WSMsgType.TEXT)
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"resume refused")
             return ws
-        old = sess.ws
-        if old is not None:  # the old connection is half-open; this one wins
-            sess.detach(time.monotonic())
-            await old.close(code=WSCloseCode.POLICY_VIOLATION, message=b"resumed elsewhere")
         after = sess.sent if ack is None else ack
-        await ws.send_frame(p.dumps(welcome(sess, settings, True, after)), WSMsgType.TEXT)
+        lost = await hub.lost_after(sess, after)
+        await ws.send_frame(p.dumps(welcome(sess, settings, lost)), WSMsgType.TEXT)
         hub.metrics.resumes += 1
     else:
-        sess = hub.open("ws")
+        sess = await hub.open("ws")
         after = 0
         await ws.send_frame(p.dumps(welcome(sess, settings)), WSMsgType.TEXT)
     sess.transport = "ws"
     sess.last_rx = sess.last_ping = time.monotonic()
-    await sess.attach(ws, after)
+    await hub.attach(sess, ws, after)
+    client_code = None
     try:
-        await _read_loop(hub, settings, sess, ws)
+        client_code = await _read_loop(hub, settings, sess, ws)
     finally:
-        if sess.ws is ws:
-            sess.detach(time.monotonic())
-        if ws.close_code == WSCloseCode.OK and not sess.closed and sess.ws is None:
+        await hub.detach(sess, ws)
+        if client_code == WSCloseCode.OK and not sess.closed and sess.ws is None:
             await hub.close(sess)  # the client hung up on purpose: no resume
     return ws
 
 
-async def _read_loop(hub, settings, sess: Session, ws: web.WebSocketResponse) -> None:
+async def _read_loop(hub, settings, sess: Session, ws: web.WebSocketResponse) -> int | None:
+    """Serve one socket; return the close code the client sent, if it closed first."""
     receive = ws.receive
     limit = settings.max_message_size
     loads = orjson.loads
@@ -108,13 +106,15 @@ async def _read_loop(hub, settings, sess: Session, ws: web.WebSocketResponse) ->
             if not await hub.receive(sess, obj, now):
                 log.warning("closing flooding peer", extra={"peer": sess.id})
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"rate limit")
-                return
+                return None
         elif kind is PING:
             await ws.pong(msg.data)
         elif kind is PONG:
             pass
         elif kind is WSMsgType.BINARY:
             await hub.error(sess, p.BAD_MESSAGE, "binary frames are not part of the protocol; send JSON text")
-        else:  # CLOSE, CLOSING, CLOSED, ERROR
-            return
+        elif kind is WSMsgType.CLOSE:
+            return msg.data
+        else:  # CLOSING (we closed it), CLOSED, ERROR
+            return None
 

@@ -1,0 +1,465 @@
+"""The Redis hub: many instances on many hosts form one signaling service.
+
+Redis holds every session, room and mailbox (see cluster_lua.py for the key
+layout); an instance holds only the sockets of the peers connected to it.
+Delivering a message is one atomic script: it checks the mode rules, numbers
+the message in the target's mailbox stream and publishes it to the instance
+that holds the target's socket (or hands it back to the caller when that is
+this instance). Because the stream is the truth and publishing only a fast
+path, a peer can resume on any instance, a long-poll can land on any
+instance, and a gap in what arrived over pub/sub (a Redis restart, a
+resume racing a delivery) is filled from the stream in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from . import cluster_lua as lua
+from . import protocol as p
+from .config import Settings
+from .hub import Hub
+from .metrics import Metrics
+from .session import SEND_ERRORS, TEXT, Session, prefix_of
+
+log = logging.getLogger("signaling.cluster")
+
+PREFIX = "sig:"
+REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class RoomRef:
+    """A room's name, as far as an instance needs to know it."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class ClusterSession(Session):
+    """A session whose mailbox lives in Redis; frames arrive numbered."""
+
+    __slots__ = ("reorder", "fetching")
+
+    def __init__(self, transport: str, settings: Settings, now: float) -> None:
+        super().__init__(transport, 1, now, settings.rate_limit_burst)
+        self.reorder: dict[int, bytes] = {}
+        self.fetching = False
+
+    def load(self, state: list[Any]) -> None:
+        """Take room, role, name, seq and sent from a CLAIM or HMGET answer."""
+        room, role, name, seq, sent = (v.decode() if isinstance(v, bytes) else v for v in state[:5])
+        self.room = RoomRef(room) if room else None
+        self.role = role or None
+        self.name = name or ""
+        self.seq = int(seq or 0)
+        self.sent = int(sent or 0)
+
+    async def write(self, seq: int, frame: bytes) -> None:
+        self.sent = seq
+        ws = self.ws
+        if ws is not None:
+            try:
+                await ws.send_frame(frame, TEXT)
+            except SEND_ERRORS:
+                pass
+
+    async def flush(self) -> None:
+        while (frame := self.reorder.pop(self.sent + 1, None)) is not None:
+            await self.write(self.sent + 1, frame)
+
+
+class RedisHub(Hub):
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        super().__init__(settings, metrics)
+        self.name = settings.name
+        self._name_b = self.name.encode()
+        self._listening = False
+        self.channel = f"{PREFIX}i:{self.name}"
+        self.redis: aioredis.Redis | None = None
+        self.healthy = False
+        self.waiters: dict[str, asyncio.Future[bool]] = {}   # long-polls hanging here
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscribed = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self.redis = aioredis.from_url(
+            self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
+        )
+        r = self.redis
+        self._deliver = r.register_script(lua.DELIVER)
+        self._relay = r.register_script(lua.RELAY)
+        self._join = r.register_script(lua.JOIN)
+        self._leave_s = r.register_script(lua.LEAVE)
+        self._close_s = r.register_script(lua.CLOSE)
+        self._expire = r.register_script(lua.EXPIRE)
+        self._claim = r.register_script(lua.CLAIM)
+        self._release = r.register_script(lua.RELEASE)
+        self._refresh = r.register_script(lua.REFRESH)
+        await super().start()
+        self._tasks.append(asyncio.create_task(self._listen_forever(), name="signaling-subscriber"))
+        try:  # a first check, so /ready is right from the start; not fatal
+            await asyncio.wait_for(self._subscribed.wait(), 5)
+        except TimeoutError:
+            log.warning("redis not reachable yet; /ready answers 503 until it is")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await super().stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    @property
+    def ready(self) -> bool:
+        return self.healthy and not self.draining
+
+    def _args(self, *rest: Any) -> list[Any]:
+        return [PREFIX, self.settings.resume_queue, self.name, *rest]
+
+    # -- pub/sub ---------------------------------------------------------------
+
+    async def _listen_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                await self.redis.ping()
+                if not self.healthy:
+                    log.info("redis reachable", extra={"channel": self.channel})
+                self.healthy = self._listening = True
+                self._subscribed.set()
+                backoff = 0.1
+                for sess in list(self.sessions.values()):  # whatever was published while we were away
+                    asyncio.create_task(self.catch_up(sess))
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if message is not None and message["type"] == "message":
+                        await self._on_message(message["data"])
+            except asyncio.CancelledError:
+                await pubsub.aclose()
+                raise
+            except REDIS_ERRORS as exc:
+                if self.healthy:
+                    log.warning("redis unreachable", extra={"error": str(exc)})
+                self.healthy = self._listening = False
+                try:
+                    await pubsub.aclose()
+                except REDIS_ERRORS:
+                    pass
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _on_message(self, data: bytes) -> None:
+        if data.startswith(b"K "):  # another instance took this session over
+            sess = self.sessions.get(data[2:].decode())
+            if sess is not None and sess.ws is not None:
+                ws = sess.ws
+                self._forget_local(sess)
+                await ws.close(code=1008, message=b"resumed elsewhere")
+            return
+        sid, seq, frame = data.split(b" ", 2)
+        peer = sid.decode()
+        sess = self.sessions.get(peer)
+        if sess is not None:
+            await self.offer(sess, int(seq), frame)
+        elif (waiter := self.waiters.get(peer)) is not None and not waiter.done():
+            waiter.set_result(True)
+
+    # -- ordered delivery to local sockets ---------------------------------------
+
+    async def offer(self, sess: ClusterSession, seq: int, frame: bytes) -> None:
+        """Write frame ``seq`` to the session's socket in order, fetching gaps from the stream."""
+        if seq <= sess.sent or seq in sess.reorder:
+            return
+        if seq != sess.sent + 1 or sess.fetching:
+            sess.reorder[seq] = frame
+            if not sess.fetching:
+                asyncio.create_task(self.catch_up(sess))
+            return
+        await sess.write(seq, frame)
+        if sess.reorder:
+            await sess.flush()
+
+    async def catch_up(self, sess: ClusterSession) -> None:
+        """Write everything in the mailbox stream after ``sess.sent``, in order."""
+        if sess.fetching:
+            return
+        sess.fetching = True
+        try:
+            for _ in range(1000):  # bounded; each round moves forward or ends
+                entries = await self.redis.xrange(f"{PREFIX}q:{sess.id}", min=f"{sess.sent + 1}-0", count=256)
+                for entry_id, fields in entries:
+                    seq = int(entry_id.split(b"-", 1)[0])
+                    if seq > sess.sent:
+                        await sess.write(seq, fields[b"f"])
+                for seq in [s for s in sess.reorder if s <= sess.sent]:
+                    del sess.reorder[seq]
+                if not entries:
+                    break
+        except REDIS_ERRORS as exc:
+            log.warning("catch-up failed", extra={"peer": sess.id, "error": str(exc)})
+        finally:
+            sess.fetching = False
+        await sess.flush()
+
+    # -- sessions ------------------------------------------------------------
+
+    def _forget_local(self, sess: Session) -> None:
+        if self.sessions.get(sess.id) is sess:
+            del self.sessions[sess.id]
+            self.by_token.pop(sess.token, None)
+        sess.ws = None
+
+    async def open(self, transport: str) -> Session:
+        s = self.settings
+        sess = ClusterSession(transport, s, time.monotonic())
+        ws = transport == "ws"
+        deadline = time.time() + (s.idle_timeout + s.resume_window if ws else s.poll_timeout)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(f"{PREFIX}s:{sess.id}", mapping={
+            "token": sess.token, "room": "", "role": "", "name": "", "seq": 0, "sent": 0,
+            "inst": self.name if ws else "", "transport": transport,
+        })
+        pipe.set(f"{PREFIX}t:{sess.token}", sess.id)
+        pipe.sadd(f"{PREFIX}public", sess.id)
+        pipe.zadd(f"{PREFIX}exp", {sess.id: deadline})
+        await pipe.execute()
+        if ws:
+            self.sessions[sess.id] = sess
+            self.by_token[sess.token] = sess
+        self.metrics.sessions_opened[transport] += 1
+        return sess
+
+    async def find(self, token: str | None) -> Session | None:
+        if not token or len(token) > 64:
+            return None
+        local = self.by_token.get(token)
+        if local is not None:
+            return local
+        sid = await self.redis.get(f"{PREFIX}t:{token}")
+        if sid is None:
+            return None
+        state = await self.redis.hmget(f"{PREFIX}s:{sid.decode()}", "room", "role", "name", "seq", "sent", "token")
+        if state[3] is None or state[5] != token.encode():
+            return None
+        sess = ClusterSession("poll", self.settings, time.monotonic())
+        sess.id, sess.token = sid.decode(), token
+        sess.load(state)
+        return sess
+
+    async def resume(self, token: str) -> Session | None:
+        found = await self.find(token)
+        if found is None:
+            return None
+        s = self.settings
+        if found.ws is not None:           # an older socket on this instance
+            old = found.ws
+            self._forget_local(found)
+            await old.close(code=1008, message=b"resumed elsewhere")
+        state = await self._claim(args=self._args(found.id, time.time() + s.idle_timeout + s.resume_window))
+        if not state:
+            return None
+        sess = ClusterSession("ws", s, time.monotonic())
+        sess.id, sess.token = found.id, token
+        sess.load(state)
+        previous = state[5].decode() if state[5] else ""
+        if previous and previous != self.name:
+            await self.redis.publish(f"{PREFIX}i:{previous}", b"K " + sess.id.encode())
+        self.sessions[sess.id] = sess
+        self.by_token[token] = sess
+        return sess
+
+    async def lost_after(self, sess: Session, after: int) -> int:
+        oldest = await self.redis.xrange(f"{PREFIX}q:{sess.id}", count=1)
+        first = int(oldest[0][0].split(b"-", 1)[0]) if oldest else sess.seq + 1
+        return max(0, first - 1 - after)
+
+    async def attach(self, sess: Session, ws: web.WebSocketResponse, after: int) -> None:
+        sess.sent = after
+        sess.ws = ws
+        sess.detached_at = None
+        if sess.seq > after or after:
+            await self.catch_up(sess)
+
+    async def detach(self, sess: Session, ws: web.WebSocketResponse) -> None:
+        if sess.ws is not ws:
+            return
+        self._forget_local(sess)
+        try:
+            await self._release(args=self._args(sess.id, sess.sent, time.time() + self.settings.resume_window))
+        except REDIS_ERRORS as exc:
+            log.warning("release failed", extra={"peer": sess.id, "error": str(exc)})
+
+    async def close(self, sess: Session) -> None:
+        if sess.closed:
+            return
+        sess.closed = True
+        self._forget_local(sess)
+        await self._close_s(args=self._args(sess.id))
+        waiter = self.waiters.get(sess.id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
+
+    async def poll(self, sess: Session, after: int, ack: int | None, wait: float) -> tuple[list[bytes], int]:
+        s = self.settings
+        qkey = f"{PREFIX}q:{sess.id}"
+        if ack is not None:
+            await self.redis.xtrim(qkey, minid=f"{ack + 1}-0")
+        previous = self.waiters.get(sess.id)
+        if previous is not None and not previous.done():
+            previous.set_result(False)
+        waiter = self.waiters[sess.id] = asyncio.get_running_loop().create_future()
+        await self._claim(args=self._args(sess.id, time.time() + wait + s.poll_timeout))
+        last = after
+        try:
+            entries = await self.redis.xrange(qkey, min=f"{after + 1}-0")
+            if not entries and wait and not self.draining:
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter), wait)
+                except TimeoutError:
+                    pass
+                superseded = waiter.done() and waiter.result() is False
+                entries = [] if superseded else await self.redis.xrange(qkey, min=f"{after + 1}-0")
+            if entries:
+                last = int(entries[-1][0].split(b"-", 1)[0])
+            return [fields[b"f"] for _, fields in entries], await self.lost_after(sess, after)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            if self.waiters.get(sess.id) is waiter:  # not superseded by a newer poll here
+                del self.waiters[sess.id]
+                await self._release(args=self._args(sess.id, last, time.time() + s.poll_timeout))
+
+    # -- messages --------------------------------------------------------------
+
+    async def receive(self, sess: Session, msg: Any, now: float) -> bool:
+        try:
+            return await super().receive(sess, msg, now)
+        except REDIS_ERRORS as exc:
+            log.warning("redis error while handling a message", extra={"peer": sess.id, "error": str(exc)})
+            self.metrics.errors[p.UNAVAILABLE] += 1
+            if sess.ws is None:
+                raise
+            try:  # outside the numbered stream: Redis is what numbers it
+                await sess.ws.send_frame(p.dumps(p.error(p.UNAVAILABLE, "cluster backend unreachable; retry")), TEXT)
+            except SEND_ERRORS:
+                pass
+            return True
+
+    async def _local(self, sid: str, result: Any, prefix: bytes) -> None:
+        """After a delivery script: write to the socket here if the target is ours."""
+        seq, inst = result
+        if inst == self._name_b:
+            sess = self.sessions.get(sid)
+            if sess is not None:
+                await self.offer(sess, int(seq), prefix + b"%d}" % int(seq))
+            elif (waiter := self.waiters.get(sid)) is not None and not waiter.done():
+                waiter.set_result(True)
+
+    async def deliver(self, sess: Session, prefix: bytes) -> None:
+        result = await self._deliver(args=self._args(sess.id, prefix))
+        if result:
+            await self._local(sess.id, result, prefix)
+
+    async def ack(self, sess: Session, seq: int) -> None:
+        await self.redis.xtrim(f"{PREFIX}q:{sess.id}", minid=f"{min(seq, sess.sent) + 1}-0")
+
+    async def relay(self, sess: Session, kind: str, msg: dict[str, Any], now: float) -> None:
+        target = msg["to"]
+        ref = msg.get("id")
+        if target == sess.id:
+            raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", ref)
+        prefix = b"%s%s\",\"data\":%s,\"seq\":" % (
+            b'{"type":"%s","from":"' % kind.encode(), sess.id.encode(), p.dumps(msg["data"]))
+        result = await self._relay(args=self._args(sess.id, target, prefix, int(self.settings.public_mode)))
+        if result == -1:
+            raise p.ProtocolError(p.UNKNOWN_PEER, "no peer with that id", ref)
+        if result == -2:
+            raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", ref)
+        await self._local(target, result, prefix)
+        self.metrics.relayed[kind] += 1
+        self.metrics.observe_latency(time.monotonic() - now)
+
+    async def join(self, sess: Session, msg: dict[str, Any]) -> None:
+        s = self.settings
+        ref = msg.get("id")
+        if not s.private_mode:
+            raise p.ProtocolError(p.FORBIDDEN, "rooms are switched off on this server", ref)
+        room, role, name = msg["room"], msg["role"], msg.get("name", "")
+        secret = msg.get("secret")
+        digest = hashlib.sha256(f"{room}\0{secret}".encode()).hexdigest() if secret is not None else ""
+        me = {"id": sess.id, "role": role, "name": name}
+        note = prefix_of({"type": "peer-joined", "room": room, "peer": me})
+        result = await self._join(args=self._args(sess.id, room, role, digest, s.room_max_peers, p.dumps(me), note))
+        status = result[0].decode()
+        if status == "already":
+            raise p.ProtocolError(p.BAD_MESSAGE, f"already in room {result[1].decode()!r}; leave first", ref)
+        if status == "gone":
+            raise p.ProtocolError(p.UNAUTHORIZED, "session expired", ref)
+        if status != "ok":
+            raise p.ProtocolError(status, {
+                p.BAD_SECRET: "wrong or missing room secret", p.ROOM_HAS_HOST: "this room already has a host",
+                p.ROOM_FULL: f"room holds at most {s.room_max_peers} peers"}[status], ref)
+        sess.room, sess.role, sess.name = RoomRef(room), role, name
+        peers = [orjson.loads(v) for v in result[2::2]]
+        reply: dict[str, Any] = {"type": "joined", "room": room, "role": role, "peers": peers}
+        if ref is not None:
+            reply["ref"] = ref
+        await self.deliver(sess, prefix_of(reply))
+
+    async def leave(self, sess: Session, msg: dict[str, Any]) -> None:
+        room = await self._leave_s(args=self._args(sess.id))
+        if not room:
+            raise p.ProtocolError(p.BAD_MESSAGE, "not in a room", msg.get("id"))
+        sess.room, sess.role = None, None
+        reply: dict[str, Any] = {"type": "left", "room": room.decode()}
+        if "id" in msg:
+            reply["ref"] = msg["id"]
+        await self.deliver(sess, prefix_of(reply))
+
+    async def public_peers(self, sess: Session) -> list[str]:
+        members = await self.redis.srandmember(f"{PREFIX}public", 1000)
+        return sorted(m.decode() for m in members if m.decode() != sess.id)
+
+    # -- liveness ------------------------------------------------------------
+
+    async def sweep(self, now: float) -> None:
+        await super().sweep(now)   # pings and idle drops of the sockets held here
+        s = self.settings
+        wall = time.time()
+        try:
+            ids = [sid for sid, sess in self.sessions.items() if sess.ws is not None]
+            for i in range(0, len(ids), 500):
+                await self._refresh(args=self._args(wall + s.idle_timeout + s.resume_window, *ids[i:i + 500]))
+            expired = await self._expire(args=self._args(wall, 200))
+            if expired:
+                log.info("sessions expired", extra={"count": len(expired)})
+            await self.redis.ping()
+            self.healthy = self._listening
+        except REDIS_ERRORS as exc:
+            self.healthy = False
+            log.warning("redis unreachable during sweep", extra={"error": str(exc)})
+
+    def gauges(self) -> dict[str, tuple[str, dict[str, float] | float]]:
+        gauges = super().gauges()
+        gauges["signaling_redis_up"] = ("1 while Redis answers.", int(self.healthy))
+        return gauges

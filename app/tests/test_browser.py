@@ -1,0 +1,460 @@
+"""End-to-end tests of the browser client (static/) in Debian's Chromium.
+
+The real server runs as ``python -m signaling`` on a free loopback port;
+Playwright drives Chromium with fake camera and microphone. index.html
+carries the strict Content-Security-Policy the proxy sets in production (as a
+<meta> tag), and the tests assert that the client never violates it.
+
+Test hooks used (see static/README.md): ``window.webrtcEdge`` (id, transport,
+signaling, mode, peers: Map(peerId -> {connectionState, framesDecoded}),
+stats, errors, cspViolations, drop()), ``data-state`` on each remote tile and
+the URL parameters ``call``, ``room``, ``role``, ``name``, ``secret``,
+``transport`` and ``autoanswer``.
+
+Screenshots go to $SIGNALING_BROWSER_ARTIFACTS when set, else to a pytest
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)",
+                allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+
+needs_route_web_socket = pytest.mark.skipif(
+    not hasattr(sync_api.Page, "route_web_socket"), reason="needs playwright >= 1.48 (Page.route_web_socket)")
+
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+# ---- fixtures -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``python -m signaling`` as a subprocess on a fixed loopback port."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "signaling", "--host", "127.0.0.1", "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server did not answer /health:\n{self.log_path.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM (drain), then SIGKILL if it does not exit in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real signaling server, shared by the tests of this module; yields its base URL."""
+    srv = Server(tmp_path_factory.mktemp("server") / "signaling.log")
+    srv.start()
+    try:
+        yield srv.base
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own, which it may stop and start again."""
+    srv = Server(tmp_path / "signaling.log")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("SIGNALING_BROWSER_ARTIFACTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+class Client:
+    """One browser page (in its own context) running the client."""
+
+    def __init__(self, browser, base: str, name: str) -> None:
+        self.name = name
+        self.base = base
+        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+        self.console: list[str] = []
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    def open(self, query: str = "") -> "Client":
+        self.page.goto(f"{self.base}/{query}")
+        self.wait("!!(window.webrtcEdge && window.webrtcEdge.id && window.webrtcEdge.signaling === 'open')",
+                  what="a signaling session")
+        return self
+
+    def js(self, expr: str):
+        # page.evaluate runs through the DevTools protocol, outside the page's CSP
+        # (page.wait_for_function would need 'unsafe-eval').
+        return self.page.evaluate(expr)
+
+    def wait(self, expr: str, timeout: float = 30, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not self.js(expr):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.name}: timed out waiting for {what or expr}\nstate: {self.state()}\n"
+                            f"console:\n" + "\n".join(self.console[-40:]))
+            time.sleep(0.2)
+
+    @property
+    def id(self) -> str:
+        return self.js("window.webrtcEdge.id")
+
+    def peers(self) -> dict[str, dict]:
+        return json.loads(self.js("JSON.stringify(Object.fromEntries(window.webrtcEdge.peers))"))
+
+    def state(self) -> dict:
+        return json.loads(self.js("""JSON.stringify({
+            id: webrtcEdge.id, transport: webrtcEdge.transport, signaling: webrtcEdge.signaling,
+            mode: webrtcEdge.mode, room: webrtcEdge.room, role: webrtcEdge.role,
+            peers: Object.fromEntries(webrtcEdge.peers), stats: webrtcEdge.stats,
+            errors: webrtcEdge.errors, csp: webrtcEdge.cspViolations, log: webrtcEdge.log.slice(-15)})"""))
+
+    def wait_media(self, count: int = 1, frames: int = 5, timeout: float = 40) -> None:
+        """`count` peers, each with connectionState connected and decoded video frames."""
+        self.wait(f"""(() => {{
+            const ps = [...window.webrtcEdge.peers.values()];
+            return ps.length === {count} &&
+                   ps.every(p => p.connectionState === 'connected' && p.framesDecoded > {frames});
+        }})()""", timeout, what=f"{count} connected peer(s) with video")
+
+    def tile_states(self) -> list[str]:
+        return self.page.eval_on_selector_all("#tiles figure.tile.remote", "els => els.map(e => e.dataset.state)")
+
+    def assert_clean(self) -> None:
+        assert self.js("window.webrtcEdge.cspViolations") == [], self.state()
+        bad = [line for line in self.console
+               if line.startswith("pageerror") or "Content Security Policy" in line]
+        assert not bad, bad
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def clients(browser, server) -> Iterator[Callable[..., Client]]:
+    made: list[Client] = []
+
+    def factory(name: str, base: str = server) -> Client:
+        client = Client(browser, base, name)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        client.close()
+
+
+# ---- tests ------------------------------------------------------------------------------
+
+
+def test_landing_page_and_assets(clients, shots) -> None:
+    a = clients("a").open()
+    assert a.js("document.body.dataset.view") == "landing"
+    assert a.js("window.webrtcEdge.transport") == "websocket"
+    assert a.page.inner_text("#my-id") == a.id
+    assert len(a.id) >= 8
+    # The strict policy is in force (so assert_clean() below means something).
+    a.js("""(() => { const s = document.createElement('script');
+                     s.textContent = 'window.inlineRan = true'; document.body.append(s); s.remove(); })()""")
+    a.wait("window.webrtcEdge.cspViolations.length > 0", what="a CSP violation report")
+    assert a.js("window.inlineRan") is None
+    assert a.js("window.webrtcEdge.cspViolations")[0].startswith("script-src")
+    a.js("window.webrtcEdge.cspViolations.length = 0")
+    a.console.clear()
+    a.page.screenshot(path=str(shots / "landing.png"))
+    a.assert_clean()
+
+
+def test_one_to_one_call_over_websocket(clients, shots) -> None:
+    a = clients("a").open("?autoanswer=1")
+    b = clients("b").open(f"?call={a.id}")
+    b.wait_media()
+    a.wait_media()
+    assert set(a.peers()) == {b.id} and set(b.peers()) == {a.id}
+    assert a.tile_states() == ["connected"] and b.tile_states() == ["connected"]
+    assert int(b.page.get_attribute("#tiles figure.tile.remote", "data-frames")) > 0
+    assert a.js("webrtcEdge.transport") == b.js("webrtcEdge.transport") == "websocket"
+    b.page.screenshot(path=str(shots / "call-1to1.png"))
+
+    b.page.click("#hangup")
+    a.wait("window.webrtcEdge.peers.size === 0 && document.body.dataset.view === 'landing'", what="the hang-up")
+    assert b.js("document.body.dataset.view") == "landing"
+    a.assert_clean()
+    b.assert_clean()
+
+
+def test_incoming_call_prompt(clients, shots) -> None:
+    a = clients("a").open()
+    b = clients("b").open(f"?call={a.id}")
+    a.page.wait_for_selector("#incoming[open]")
+    assert b.id in a.page.inner_text("#incoming")
+    a.page.screenshot(path=str(shots / "incoming-call.png"))
+    a.page.click("#incoming-accept")
+    a.wait_media()
+    b.wait_media()
+
+
+def test_room_host_and_two_participants(clients, shots) -> None:
+    host = clients("host").open("?room=standup&role=host&name=Bo&secret=s3cret")
+    host.wait("window.webrtcEdge.mode === 'room'", what="joined")
+    ana = clients("ana").open("?room=standup&role=participant&name=Ana&secret=s3cret")
+    cy = clients("cy").open("?room=standup&role=participant&name=Cy&secret=s3cret&transport=polling")
+    for p in (ana, cy):
+        p.wait_media(1)
+        peers = p.peers()
+        assert list(peers) == [host.id], peers  # participants talk to the host only
+        assert peers[host.id]["role"] == "host" and peers[host.id]["name"] == "Bo"
+    host.wait_media(2)
+    peers = host.peers()
+    assert set(peers) == {ana.id, cy.id}
+    assert {v["name"] for v in peers.values()} == {"Ana", "Cy"}
+    assert host.tile_states() == ["connected", "connected"]
+    assert cy.js("webrtcEdge.transport") == "polling"
+    assert host.js("webrtcEdge.role") == "host" and ana.js("webrtcEdge.role") == "participant"
+    # The secret does not stay in the address bar.
+    assert "secret" not in ana.page.url
+    host.page.screenshot(path=str(shots / "room-host.png"))
+    ana.page.screenshot(path=str(shots / "room-participant.png"))
+
+    eve = clients("eve").open("?room=standup&role=participant&name=Eve&secret=wrong")
+    eve.wait("window.webrtcEdge.errors.some(e => e.code === 'bad-secret')", what="bad-secret")
+    eve.wait("document.body.dataset.view === 'landing'", what="back to the landing page")
+    eve.page.screenshot(path=str(shots / "room-bad-secret.png"))
+
+    ana.page.click("#hangup")
+    host.wait("window.webrtcEdge.peers.size === 1", what="peer-left for Ana")
+    assert list(host.peers()) == [cy.id]
+    for c in (host, ana, cy):
+        c.assert_clean()
+
+
+def test_participant_before_host(clients) -> None:
+    ana = clients("ana").open("?room=later&role=participant&name=Ana")
+    ana.wait("window.webrtcEdge.mode === 'room'", what="joined")
+    assert ana.peers() == {}
+    host = clients("host").open("?room=later&role=host&name=Bo")
+    host.wait_media(1)
+    ana.wait_media(1)
+
+
+@needs_route_web_socket
+def test_fallback_to_polling_when_websocket_fails(clients, shots) -> None:
+    a = clients("a")
+    # Every WebSocket this page opens is refused before it opens (as a proxy
+    # that breaks upgrades would), so the client must fall back by itself.
+    a.page.route_web_socket("**/ws*", lambda ws: ws.close(code=1011, reason="blocked"))
+    a.open("?autoanswer=1")
+    assert a.js("webrtcEdge.transport") == "polling"
+    assert a.js("webrtcEdge.stats.fallbacks") >= 1
+    b = clients("b").open(f"?call={a.id}")  # a WebSocket peer calls a polling peer
+    b.wait_media()
+    a.wait_media()
+    assert b.js("webrtcEdge.transport") == "websocket"
+    a.page.screenshot(path=str(shots / "call-polling-fallback.png"))
+    a.assert_clean()
+
+
+def test_forced_polling_both_sides(clients) -> None:
+    a = clients("a").open("?autoanswer=1&transport=polling")
+    b = clients("b").open(f"?call={a.id}&transport=polling")
+    b.wait_media()
+    a.wait_media()
+    assert a.js("webrtcEdge.transport") == b.js("webrtcEdge.transport") == "polling"
+
+
+def test_resume_after_websocket_drop_loses_nothing(clients) -> None:
+    a = clients("a").open("?autoanswer=1")
+    b = clients("b").open(f"?call={a.id}")
+    a.wait_media()
+    b.wait_media()
+    a_id = a.id
+    # Cut A off: its socket drops and it cannot reconnect while offline.
+    a.context.set_offline(True)
+    a.js("webrtcEdge.drop()")
+    a.wait("webrtcEdge.signaling === 'reconnecting'", what="reconnecting")
+    # B hangs up meanwhile: the bye waits in A's session queue.
+    b.page.click("#hangup")
+    time.sleep(1.5)
+    assert a.js("webrtcEdge.signaling") == "reconnecting"  # really cut off, not resumed yet
+    assert a.peers()  # the bye has not arrived
+    a.context.set_offline(False)
+    a.wait("webrtcEdge.signaling === 'open'", what="the resume")
+    assert a.id == a_id, "resume must keep the session id"
+    assert a.js("webrtcEdge.stats.resumes") >= 1
+    assert a.js("webrtcEdge.stats.sessions") == 1
+    # The bye sent while A was away is replayed on resume.
+    a.wait("window.webrtcEdge.peers.size === 0", what="the replayed bye")
+    a.assert_clean()
+
+
+def test_resume_keeps_a_live_call(clients) -> None:
+    a = clients("a").open("?autoanswer=1")
+    b = clients("b").open(f"?call={a.id}")
+    a.wait_media()
+    b.wait_media()
+    a.js("webrtcEdge.drop()")
+    b.js("webrtcEdge.drop()")
+    a.wait("webrtcEdge.signaling === 'open' && webrtcEdge.stats.resumes >= 1", what="A's resume")
+    b.wait("webrtcEdge.signaling === 'open' && webrtcEdge.stats.resumes >= 1", what="B's resume")
+    # Signaling still works after the resume: hanging up reaches the other side.
+    assert a.peers()[b.id]["connectionState"] == "connected"
+    a.page.click("#hangup")
+    b.wait("window.webrtcEdge.peers.size === 0", what="the bye after resume")
+
+
+def test_polling_recovers_after_network_outage(clients) -> None:
+    a = clients("a").open("?autoanswer=1&transport=polling")
+    b = clients("b").open(f"?call={a.id}")
+    a.wait_media()
+    b.wait_media()
+    a_id = a.id
+    a.context.set_offline(True)
+    a.js("webrtcEdge.drop()")  # abort the hanging poll; the next ones fail while offline
+    b.page.click("#hangup")
+    a.wait("webrtcEdge.signaling === 'reconnecting'", what="failing polls")
+    time.sleep(1)
+    assert a.peers()  # the bye has not arrived
+    a.context.set_offline(False)
+    a.wait("window.webrtcEdge.peers.size === 0", what="the bye fetched after the outage")
+    assert a.id == a_id
+    assert a.js("webrtcEdge.signaling") == "open"
+
+
+def test_server_restart_gives_new_sessions_and_rejoins_the_room(clients, own_server) -> None:
+    host = clients("host", own_server.base).open("?room=again&role=host&name=Bo")
+    ana = clients("ana", own_server.base).open("?room=again&role=participant&name=Ana&transport=polling")
+    host.wait_media(1)
+    ana.wait_media(1)
+    old_ids = {host.id, ana.id}
+    own_server.stop()  # in-memory state is gone: resume tokens are refused afterwards
+    host.wait("webrtcEdge.signaling === 'reconnecting'", what="the drop")
+    own_server.start()
+    for c in (host, ana):
+        c.wait("webrtcEdge.signaling === 'open' && webrtcEdge.mode === 'room' && webrtcEdge.stats.sessions === 2",
+               timeout=60, what="a new session and the room joined again")
+    assert not old_ids & {host.id, ana.id}
+    host.wait_media(1)
+    ana.wait_media(1)
+    assert list(host.peers()) == [ana.id] and list(ana.peers()) == [host.id]
+
+
+@needs_route_web_socket
+def test_websocket_blocked_after_a_drop_carries_the_session_on_over_polling(clients) -> None:
+    a = clients("a")
+    opened = []
+
+    def only_first_websocket(ws) -> None:
+        opened.append(ws.url)
+        if len(opened) == 1:
+            ws.connect_to_server()
+        else:
+            ws.close(code=1011, reason="blocked")
+
+    a.page.route_web_socket("**/ws*", only_first_websocket)
+    a.open("?autoanswer=1")
+    assert a.js("webrtcEdge.transport") == "websocket"
+    b = clients("b").open(f"?call={a.id}")
+    a.wait_media()
+    b.wait_media()
+    a_id = a.id
+    a.js("webrtcEdge.drop()")
+    a.wait("webrtcEdge.transport === 'polling' && webrtcEdge.signaling === 'open'", what="the switch to polling")
+    assert a.id == a_id, "the same session must carry on"
+    assert any("resume=" in url for url in opened[1:])
+    assert a.peers()[b.id]["connectionState"] == "connected"
+    b.page.click("#hangup")
+    a.wait("window.webrtcEdge.peers.size === 0", what="the bye over polling")
+    a.assert_clean()
+
+
+def test_calling_an_unknown_peer_reports_it(clients) -> None:
+    a = clients("a").open("?call=NoSuchPeer000000")
+    a.wait("window.webrtcEdge.errors.some(e => e.code === 'unknown-peer')", what="unknown-peer")
+    a.wait("document.body.dataset.view === 'landing' && window.webrtcEdge.peers.size === 0",
+           what="back to the landing page")
+    assert "No peer" in a.page.inner_text("#toasts")
+    a.assert_clean()
+
+
+def test_receive_only_caller_without_camera(clients) -> None:
+    a = clients("a").open("?autoanswer=1")
+    b = clients("b").open(f"?call={a.id}&media=0")  # no getUserMedia at all
+    b.wait_media()  # B still receives A's video
+    a.wait("[...window.webrtcEdge.peers.values()].some(p => p.connectionState === 'connected')",
+           what="A connected")
+    assert b.js("document.getElementById('local-tile').hidden") is True

@@ -1,0 +1,200 @@
+"""Two instances sharing one real redis-server form one service."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from signaling import config
+from signaling.app import create_app
+
+
+@pytest.fixture
+async def pair(aiohttp_client, redis_url) -> tuple[TestClient, TestClient]:
+    """Instances A and B on one Redis: two apps, two ports."""
+    a = await aiohttp_client(create_app(config.make(redis_url=redis_url, instance_id="a")))
+    b = await aiohttp_client(create_app(config.make(redis_url=redis_url, instance_id="b")))
+    return a, b
+
+
+async def test_peers_on_different_instances_signal_each_other(pair, connect):
+    a, b = pair
+    pa, pb = await connect(a), await connect(b)
+    for n in range(20):
+        await pa.send(type="offer", to=pb.id, data={"n": n})
+    assert [(await pb.expect("offer"))["data"]["n"] for _ in range(20)] == list(range(20))
+    await pb.send(type="answer", to=pa.id, data="ok")
+    assert (await pa.expect("answer"))["from"] == pb.id
+
+
+async def test_rooms_span_instances(pair, connect):
+    a, b = pair
+    host, p1, p2 = await connect(a), await connect(b), await connect(a)
+    await host.join("standup", "host", "Bo")
+    j1 = await p1.join("standup", "participant", "Ana")
+    assert j1["peers"] == [{"id": host.id, "role": "host", "name": "Bo"}]
+    assert (await host.expect("peer-joined"))["peer"] == {"id": p1.id, "role": "participant", "name": "Ana"}
+    await p2.join("standup", "participant", "Cy")
+    await host.expect("peer-joined")
+    await p1.send(type="offer", to=p2.id, data={})          # participant -> participant: forbidden
+    assert (await p1.expect("error"))["code"] == "forbidden"
+    await p1.send(type="offer", to=host.id, data={"x": 1})
+    assert (await host.expect("offer"))["from"] == p1.id
+    await p1.ws.close()
+    assert (await host.expect("peer-left"))["id"] == p1.id
+
+
+async def test_one_host_per_room_across_instances(pair, connect):
+    a, b = pair
+    h1, h2 = await connect(a), await connect(b)
+    await h1.join("r", "host", secret="s")
+    await h2.send(type="join", room="r", role="host", secret="s")
+    assert (await h2.expect("error"))["code"] == "room-has-host"
+    await h2.send(type="join", room="r", role="participant", secret="nope")
+    assert (await h2.expect("error"))["code"] == "bad-secret"
+
+
+async def test_resume_on_another_instance_loses_nothing(pair, connect):
+    a, b = pair
+    host, p = await connect(a), await connect(a)
+    await host.join("r", "host")
+    await p.join("r", "participant")
+    await host.expect("peer-joined")
+    await p.ws.close(code=4000)                      # dropped
+    await asyncio.sleep(0.1)
+    for n in range(10):
+        await host.send(type="candidate", to=p.id, data=n)
+    await host.request("ping", "pong")
+    again = await connect(b, f"/ws?resume={p.token}&ack={p.last_seq}")
+    assert (again.welcome["id"], again.welcome["room"], again.welcome["lost"]) == (p.id, "r", 0)
+    again.last_seq = p.last_seq
+    assert [(await again.expect("candidate"))["data"] for _ in range(10)] == list(range(10))
+    await host.send(type="offer", to=p.id, data="live")   # now routed to instance b
+    assert (await again.expect("offer"))["data"] == "live"
+    await host.nothing()                                   # no peer-left for the drop
+
+
+async def test_resume_elsewhere_closes_the_old_socket(pair, connect):
+    a, b = pair
+    p = await connect(a)
+    again = await connect(b, f"/ws?resume={p.token}&ack=0")
+    msg = await p.ws.receive(timeout=3)
+    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1008
+    assert again.welcome["id"] == p.id
+
+
+async def test_polling_needs_no_sticky_sessions(pair, connect):
+    a, b = pair
+    resp = await a.post("/api/sessions")
+    info = await resp.json()
+    auth = {"Authorization": f"Bearer {info['token']}"}
+    peer = await connect(b)
+    # send through A, receive through B, answer, receive through A
+    resp = await a.post(f"/api/sessions/{info['id']}/messages", json={"type": "offer", "to": peer.id, "data": 1},
+                        headers=auth)
+    assert resp.status == 202
+    assert (await peer.expect("offer"))["from"] == info["id"]
+    poll = asyncio.create_task(b.get(f"/api/sessions/{info['id']}/messages?wait=10", headers=auth))
+    await asyncio.sleep(0.2)
+    await peer.send(type="answer", to=info["id"], data=2)
+    msgs = await (await asyncio.wait_for(poll, 5)).json()
+    assert [(m["type"], m["data"]) for m in msgs] == [("answer", 2)]
+    await peer.send(type="candidate", to=info["id"], data=3)
+    await peer.request("ping", "pong")
+    resp = await a.get(f"/api/sessions/{info['id']}/messages?wait=0", headers=auth)
+    assert [m["data"] for m in await resp.json()] == [3]
+
+
+async def test_drain_sends_peers_elsewhere_without_peer_left(pair, connect):
+    from signaling.keys import HUB
+
+    a, b = pair
+    host, p = await connect(b), await connect(a)
+    await host.join("r", "host")
+    await p.join("r", "participant")
+    await host.expect("peer-joined")
+    await a.app[HUB].drain()
+    msg = await p.ws.receive(timeout=3)
+    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
+    await host.send(type="offer", to=p.id, data="while away")
+    again = await connect(b, f"/ws?resume={p.token}&ack={p.last_seq}")
+    again.last_seq = p.last_seq
+    assert (await again.expect("offer"))["data"] == "while away"
+    await host.nothing()
+
+
+async def test_ready_follows_redis(aiohttp_client, redis_server):
+    """Redis going away turns /ready to 503; its return brings the instance back by itself."""
+    proxy_port = await _start_tcp_proxy(redis_server["port"])
+    url = f"redis://:test-secret@127.0.0.1:{proxy_port.port}/0"
+    client = await aiohttp_client(create_app(config.make(redis_url=url, heartbeat=1, idle_timeout=2)))
+    assert (await client.get("/ready")).status == 200
+    proxy_port.pause()
+    for _ in range(50):
+        if (await client.get("/ready")).status == 503:
+            break
+        await asyncio.sleep(0.2)
+    assert (await client.get("/ready")).status == 503
+    proxy_port.resume()
+    for _ in range(50):
+        if (await client.get("/ready")).status == 200:
+            break
+        await asyncio.sleep(0.2)
+    assert (await client.get("/ready")).status == 200
+    proxy_port.close()
+
+
+class _TcpProxy:
+    """A loopback TCP relay we can cut, to make Redis unreachable without killing the shared server."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+        self.links: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        self.links += [writer, up_w]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
+
+    def pause(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.links:
+            w.transport.abort()
+        self.links.clear()
+
+    def resume(self) -> None:
+        asyncio.get_running_loop().create_task(self.start())
+
+    def close(self) -> None:
+        self.pause()
+
+
+async def _start_tcp_proxy(target: int) -> _TcpProxy:
+    proxy = _TcpProxy(target)
+    await proxy.start()
+    return proxy
