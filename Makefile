@@ -1,0 +1,77 @@
+# webrtc-edge. The two commands that matter:
+#   make deploy   install the signaling service on this machine (nginx, self-signed TLS)
+#   make test     everything that proves it
+# Both install what they need themselves. `make help` lists the rest.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+PYTEST    := $(VENV)/bin/pytest
+PROXY     ?= nginx
+INVENTORY ?= inventories/local
+SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
+# Not root: Ansible asks for the sudo password once.
+BECOME    := $(if $(filter 0,$(shell id -u)),,--ask-become-pass)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Molecule and ansible-lint call ansible-playbook, ansible-config and pytest by name.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help deploy test venv test-deps lint unit app-test browser-test molecule bench clean
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+# -- the controller's virtualenv ------------------------------------------------
+
+$(VENV)/.installed: requirements.txt app/pyproject.toml
+	@python3 -c 'import ensurepip' 2>/dev/null || { \
+	  echo "installing python3-venv"; $(SUDO) apt-get update -qq; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt -e './app[test]'
+	@touch $@
+
+venv: $(VENV)/.installed  ## create or update the controller virtualenv (.venv)
+
+# -- deploy ----------------------------------------------------------------------
+
+deploy: venv  ## deploy on this machine: PROXY=nginx|apache, INVENTORY=inventories/local
+	$(VENV)/bin/ansible-playbook -i $(INVENTORY) site.yml -e proxy_server=$(PROXY) $(BECOME)
+
+# -- test ------------------------------------------------------------------------
+
+test: test-deps lint unit app-test browser-test molecule  ## everything (what CI runs)
+	@echo "make test: all checks passed"
+
+test-deps: venv
+	bash tests/setup-host.sh
+
+lint: venv  ## yamllint, ansible-lint (production profile), playbook syntax
+	$(VENV)/bin/yamllint --strict .
+	$(VENV)/bin/ansible-lint --profile production --offline
+	$(VENV)/bin/ansible-playbook -i inventories/local site.yml --syntax-check
+	$(VENV)/bin/ansible-playbook -i inventories/example site.yml --syntax-check
+
+unit: venv  ## filter plugins, validators (nginx -t, apache2 -t, gixy), role and playbook checks
+	$(PYTEST) -q tests
+
+app-test: venv  ## the signaling app on both hubs (memory, real redis-server)
+	cd app && ../$(PYTEST) -q -m "not browser"
+
+browser-test: venv  ## the app's client in Debian's chromium (Playwright)
+	cd app && ../$(PYTEST) -q -m browser
+
+molecule: venv  ## end-to-end on systemd containers (builds the image first)
+	bash molecule/image/build.sh
+	$(VENV)/bin/molecule test --all
+
+bench: venv  ## benchmarks, see bench/README.md
+	$(MAKE) -C bench all PY=$(abspath $(PY))
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .cache app/build app/src/*.egg-info

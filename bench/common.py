@@ -1,0 +1,204 @@
+"""Shared pieces of the benchmarks: the servers under test, machine facts, /proc readings."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / ".work"
+PEERJS_BIN = WORK / "node_modules" / "peer" / "dist" / "bin" / "peerjs.js"
+RESULTS = BENCH / "results"
+SERVER_CPU = 1   # both servers under test run on this core
+CLIENT_CPU = 0   # the load generator runs on this one
+
+# Ours, with the per-connection rate limit out of the way: the benchmark
+# measures relaying, and PeerJS has no rate limit at all.
+SIGNALING_FLAGS = ("--rate-limit", "1000000", "--rate-limit-burst", "1000000", "--log-level", "warning")
+
+
+def python() -> str:
+    """The interpreter that has ``signaling`` installed (the repository's venv if there is one)."""
+    venv = ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pin_self(cpu: int = CLIENT_CPU) -> None:
+    if hasattr(os, "sched_setaffinity") and cpu in range(os.cpu_count() or 1):
+        os.sched_setaffinity(0, {cpu})
+
+
+def raise_nofile(want: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
+    except (ValueError, PermissionError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def taskset(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > cpu else []
+
+
+@dataclass
+class Server:
+    """One server under test, started pinned to ``SERVER_CPU``."""
+
+    name: str
+    port: int
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self, timeout: float = 20.0) -> None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.log = WORK / f"{self.name}.log"
+        WORK.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "wb")
+        env = {**os.environ, **self.env}
+        env.pop("AIOHTTP_NO_EXTENSIONS", None)  # the C parser and WebSocket reader must be active
+        self.proc = subprocess.Popen(taskset(SERVER_CPU) + self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                     env=env, cwd=ROOT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start-up:\n{self.log.read_text(errors='replace')[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not listen on port {self.port} within {timeout} s")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def signaling_server(port: int) -> Server:
+    return Server("signaling", port, [python(), "-m", "signaling", "--host", "127.0.0.1", "--port", str(port),
+                                      *SIGNALING_FLAGS])
+
+
+def peerjs_server(port: int, limit: int = 100000) -> Server:
+    if not PEERJS_BIN.exists():
+        raise RuntimeError(f"{PEERJS_BIN} is missing: run bench/run.sh (or `npm ci` in bench/.work)")
+    return Server("peerjs", port, ["node", str(PEERJS_BIN), "--host", "127.0.0.1", "--port", str(port),
+                                   "--concurrent_limit", str(limit)])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=ROOT).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def machine() -> dict[str, object]:
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    py = python()
+    versions = _run([py, "-c", (
+        "import json, aiohttp, orjson, uvloop, importlib.metadata as m;"
+        "from aiohttp import http_parser, http_websocket;"
+        "print(json.dumps({'python': __import__('platform').python_version(),"
+        "'signaling': m.version('signaling'), 'aiohttp': aiohttp.__version__,"
+        "'orjson': orjson.__version__, 'uvloop': uvloop.__version__,"
+        "'aiohttp_c_http_parser': http_parser.HttpRequestParser.__module__.endswith('_http_parser'),"
+        "'aiohttp_c_ws_reader': http_websocket.WebSocketReader.__module__.endswith('reader_c')}))"
+    )])
+    import json
+
+    info: dict[str, object] = {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "node": _run(["node", "--version"]),
+        "peer": _peer_version(),
+        "server_cpu": SERVER_CPU,
+        "client_cpu": CLIENT_CPU,
+        "loadavg_at_start": loadavg(),
+    }
+    try:
+        info.update(json.loads(versions))
+    except ValueError:
+        info["python"] = platform.python_version()
+    info["bench_python"] = platform.python_version()
+    return info
+
+
+def _os_name() -> str:
+    try:
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def _peer_version() -> str:
+    import json
+
+    try:
+        return json.loads((WORK / "node_modules" / "peer" / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return ""

@@ -1,0 +1,43 @@
+"""Fixtures shared by the testinfra suites of every Molecule scenario.
+
+Molecule runs each scenario's ``tests/`` with ``-c molecule/pytest.ini``, which
+makes this folder pytest's rootdir, so this file loads for all of them. Plain
+helpers live in testinfra_helpers.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+
+@pytest.fixture
+def journal(host) -> Callable[..., str]:
+    """Return ``read(unit, lines=50)``: the unit's latest journal lines."""
+
+    def read(unit: str, lines: int = 50) -> str:
+        return host.run(f"journalctl --no-pager -n {lines} -u {unit}").stdout
+
+    return read
+
+
+@pytest.fixture
+def assert_service_up(host, journal) -> Callable[[str], None]:
+    """Return ``check(unit)``: asserts the unit is enabled and running.
+
+    On failure it prints the unit's journal, then re-raises, so the report
+    says why and not only that.
+    """
+
+    def check(unit: str) -> None:
+        service = host.service(unit)
+        try:
+            assert service.is_enabled, f"{unit} is not enabled"
+            assert service.is_running, f"{unit} is not running"
+        except AssertionError:
+            print(f"--- journal of {unit} on {host.backend.get_pytest_id()} ---")
+            print(journal(unit))
+            raise
+
+    return check

@@ -1,0 +1,173 @@
+"""playbooks/preflight.yml against made-up multi-host inventories.
+
+Every host is this machine (ansible_connection=local) under another name, so the real
+play runs, in --check mode, with real facts. Bad inventories must fail before anything
+changes, with a message that names the problem; a good one publishes the endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+
+SHOW = """
+- name: Preflight
+  ansible.builtin.import_playbook: {root}/playbooks/preflight.yml
+- name: Show the published endpoints
+  hosts: signaling_app
+  gather_facts: false
+  tasks:
+    - name: Endpoints
+      ansible.builtin.debug:
+        var: signaling_app_endpoints
+"""
+
+
+def _inventory(tmp_path: Path, groups: dict[str, dict], **all_vars) -> Path:
+    hosts = {h for members in groups.values() for h in members}
+    base = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "proxy_server": "nginx",
+        "redis_credentials_dir": str(tmp_path / "credentials"),
+        "coturn_credentials_dir": str(tmp_path / "credentials"),
+    }
+    inv = {"all": {"vars": {**base, **all_vars}, "hosts": {h: None for h in sorted(hosts)},
+                   "children": {g: {"hosts": members} for g, members in groups.items()}}}
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inv))
+    return path
+
+
+def _run(tmp_path: Path, inventory: Path) -> tuple[int, str, dict]:
+    playbook = tmp_path / "show.yml"
+    playbook.write_text(SHOW.format(root=ROOT))
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_CACHE_PLUGIN="memory",
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_CALLBACKS_ENABLED="ansible.posix.json",  # replaces the timing callbacks of ansible.cfg
+    )
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "--check", "-i", str(inventory), str(playbook)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    endpoints: dict[str, list] = {}
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return proc.returncode, proc.stdout + proc.stderr, endpoints
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            if task["task"]["name"] == "Endpoints":
+                endpoints = {h: r["signaling_app_endpoints"] for h, r in task["hosts"].items()}
+    return proc.returncode, proc.stdout + proc.stderr, endpoints
+
+
+def test_multi_host_endpoints(tmp_path):
+    inv = _inventory(
+        tmp_path,
+        {
+            "signaling_app": {
+                "app1": {"signaling_app_instances": 2, "signaling_app_bind_address": "10.0.0.11"},
+                "app2": {"signaling_app_instances": 1, "signaling_app_bind_address": "10.0.0.12",
+                         "weight": 3, "max_fails": 5, "fail_timeout": 30},
+                "app3": {"signaling_app_instances": 1, "signaling_app_bind_address": "10.0.0.13",
+                         "signaling_app_base_port": 9000, "backup": True},
+            },
+            "proxy": {"edge1": None},
+            "redis": {"redis1": None},
+        },
+    )
+    rc, out, endpoints = _run(tmp_path, inv)
+    assert rc == 0, out
+    assert endpoints["app1"] == [
+        {"address": "10.0.0.11", "port": 8081, "weight": 1, "backup": False, "max_fails": 3, "fail_timeout": 10},
+        {"address": "10.0.0.11", "port": 8082, "weight": 1, "backup": False, "max_fails": 3, "fail_timeout": 10},
+    ]
+    assert endpoints["app2"] == [
+        {"address": "10.0.0.12", "port": 8081, "weight": 3, "backup": False, "max_fails": 5, "fail_timeout": 30},
+    ]
+    assert endpoints["app3"] == [
+        {"address": "10.0.0.13", "port": 9000, "weight": 1, "backup": True, "max_fails": 3, "fail_timeout": 10},
+    ]
+
+
+def test_instances_default_to_one_per_cpu_on_loopback(tmp_path):
+    inv = _inventory(tmp_path, {g: {"one": None} for g in ("signaling_app", "proxy", "redis")})
+    rc, out, endpoints = _run(tmp_path, inv)
+    assert rc == 0, out
+    assert [e["port"] for e in endpoints["one"]] == list(range(8081, 8081 + os.cpu_count()))
+    assert {e["address"] for e in endpoints["one"]} == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize(
+    ("groups", "all_vars", "message"),
+    [
+        pytest.param(
+            {"signaling_app": {"one": None}, "proxy": {"one": None}},
+            {"proxy_server": "caddy"},
+            "proxy_server must be one of: nginx, apache (got 'caddy')",
+            id="unknown-proxy",
+        ),
+        pytest.param(
+            {"signaling_app": {"one": {"signaling_app_instances": 2}}, "proxy": {"one": None}},
+            {},
+            "2 app instances in total (one) share sessions and rooms only through Redis",
+            id="two-instances-without-redis",
+        ),
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 1, "signaling_app_bind_address": "10.0.0.1"},
+                               "a2": {"signaling_app_instances": 1, "signaling_app_bind_address": "10.0.0.2"}},
+             "proxy": {"p1": None}},
+            {},
+            "2 app instances in total (a1, a2) share sessions and rooms only through Redis",
+            id="two-hosts-without-redis",
+        ),
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 1, "signaling_app_bind_address": "127.0.0.1"}},
+             "proxy": {"p1": None}},
+            {},
+            "The app instances of a1 listen on loopback",
+            id="loopback-app-remote-proxy",
+        ),
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 1, "backup": True}}, "proxy": {"a1": None}},
+            {},
+            "at least one app host must not be `backup: true`",
+            id="only-backups",
+        ),
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 1}}, "proxy": {"a1": None}},
+            {"tls_source": "letsencrypt"},
+            "tls_source must be one of: self_signed, files, acme (got 'letsencrypt')",
+            id="unknown-tls-source",
+        ),
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 1}}, "proxy": {"a1": None}},
+            {"tls_source": "acme", "tls_server_names": ["signal.example.org"]},
+            "tls_source: acme needs tls_acme_terms_agreed: true",
+            id="acme-without-terms",
+        ),
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 0}}, "proxy": {"a1": None}},
+            {},
+            "need signaling_app_instances >= 1 (got 0)",
+            id="zero-instances",
+        ),
+    ],
+)
+def test_bad_inventory_fails_early(tmp_path, groups, all_vars, message):
+    rc, out, _ = _run(tmp_path, _inventory(tmp_path, groups, **all_vars))
+    assert rc != 0
+    assert message in out

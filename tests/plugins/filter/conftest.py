@@ -1,0 +1,23 @@
+"""Make plugins/filter importable: Ansible loads filter files by path, tests import them by name."""
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "plugins" / "filter"))
+
+#: The smallest valid input: everything else falls back to the filter's defaults.
+MINIMAL_SPEC = {
+    "server_names": ["signal.example.org", "localhost"],
+    "upstreams": [{"address": "127.0.0.1", "port": 8081}],
+    "tls": {"openssl_version": "OpenSSL 3.0.11 19 Sep 2023"},
+}
+
+
+@pytest.fixture
+def spec():
+    """A fresh copy of the minimal input, safe to mutate."""
+    return copy.deepcopy(MINIMAL_SPEC)

@@ -1,0 +1,552 @@
+"""Unit tests for plugins/filter/proxy_model.py: the model, its validation and every renderer."""
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+import proxy_model as pm
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def build(spec, **changes):
+    """Apply dotted-key changes (``{'tls.profile': 'modern'}``) to a copy of spec and build it."""
+    spec = copy.deepcopy(spec)
+    for dotted, value in changes.items():
+        target = spec
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[leaf] = value
+    return pm.build_proxy_model(spec)
+
+
+def check_golden(name, text):
+    """Compare with tests/plugins/filter/golden/<name>; UPDATE_GOLDEN=1 rewrites the file."""
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs from its golden file (UPDATE_GOLDEN=1 to accept)"
+
+
+# ---------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------
+
+
+def test_model_keys(spec):
+    model = pm.build_proxy_model(spec)
+    assert sorted(model) == sorted([
+        "name", "server_names", "ports", "listen_ipv6", "upstream", "tls", "hsts", "headers",
+        "uploads_headers", "cache", "limits", "timeouts", "cors", "allowlist", "roots", "gzip_types",
+        "error_pages", "locations",
+    ])
+
+
+def test_model_defaults(spec):
+    model = pm.build_proxy_model(spec)
+    assert model["ports"] == {"http": 80, "https": 443}
+    assert model["upstream"] == {
+        "name": "webrtc_edge_app",
+        "balance": "least_conn",
+        "keepalive": 32,
+        "servers": [{"address": "127.0.0.1", "ipv6": False, "port": 8081, "weight": 1, "backup": False,
+                     "max_fails": 3, "fail_timeout": 10, "id": "s1"}],
+    }
+    assert model["tls"]["profile"] == "intermediate"
+    assert model["tls"]["certificate"] == "/etc/webrtc-edge/tls/fullchain.pem"
+    assert model["tls"]["certificate_key"] == "/etc/webrtc-edge/tls/privkey.pem"
+    assert model["hsts"]["value"] == "max-age=63072000; includeSubDomains"
+    assert model["limits"] == {"api_rate": 10, "api_burst": 20, "conn_per_address": 100, "body_max": 10485760}
+    assert model["timeouts"] == {"connect": 5, "read": 30, "api_read": 45, "ws_read": 90}
+    assert model["allowlist"] == ["127.0.0.1", "::1"]
+    assert model["roots"] == {
+        "static": "/opt/signaling/current/static",
+        "uploads": "/var/lib/signaling/uploads",
+        "acme": "/var/lib/webrtc-edge/acme",
+        "errors": "/var/lib/webrtc-edge/errors",
+    }
+    assert model["cors"]["origins"] == []
+    assert [loc["path"] for loc in model["locations"]] == [
+        "/.well-known/acme-challenge/", "/_errors/", "/ws", "/api/", "/health", "/metrics", "/uploads/", "/"]
+    assert [loc["path"] for loc in model["locations"] if loc["restricted"]] == ["/metrics"]
+
+
+def test_security_headers_on_every_response(spec):
+    model = pm.build_proxy_model(spec)
+    names = [h["name"] for h in model["headers"]]
+    assert names == ["Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options",
+                     "Referrer-Policy", "Permissions-Policy", "Content-Security-Policy"]
+    uploads = {h["name"]: h["value"] for h in model["uploads_headers"]}
+    assert uploads["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in uploads["Content-Security-Policy"]
+    for deprecated in ("X-XSS-Protection", "Expect-CT", "Feature-Policy"):
+        assert deprecated not in names
+
+
+@pytest.mark.parametrize(
+    ("openssl", "curves"),
+    [
+        ("OpenSSL 3.0.11 19 Sep 2023", "X25519:prime256v1:secp384r1"),
+        ("3.4.1", "X25519:prime256v1:secp384r1"),
+        ("OpenSSL 3.5.0 8 Apr 2025", "X25519MLKEM768:X25519:prime256v1:secp384r1"),
+        ("4.0", "X25519MLKEM768:X25519:prime256v1:secp384r1"),
+    ],
+)
+def test_curves_follow_openssl_version(spec, openssl, curves):
+    model = build(spec, **{"tls.openssl_version": openssl})
+    assert ":".join(model["tls"]["curves"]) == curves
+
+
+@pytest.mark.parametrize(
+    ("profile", "protocols", "cipher_count"),
+    [("intermediate", ["TLSv1.2", "TLSv1.3"], 6), ("modern", ["TLSv1.3"], 0)],
+)
+def test_tls_profiles(spec, profile, protocols, cipher_count):
+    tls = build(spec, **{"tls.profile": profile})["tls"]
+    assert tls["protocols"] == protocols
+    assert len(tls["ciphers"]) == cipher_count
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "expected"),
+    [
+        ({"server_names": ["Signal.Example.ORG.", "signal.example.org", "*.example.org"]}, ("server_names",),
+         ["signal.example.org", "*.example.org"]),
+        ({"http_port": "8080"}, ("ports", "http"), 8080),
+        ({"limits.body_max": "10MiB"}, ("limits", "body_max"), 10485760),
+        ({"limits.body_max": "512k"}, ("limits", "body_max"), 524288),
+        ({"timeouts.ws_read": "120s"}, ("timeouts", "ws_read"), 120),
+        ({"allowlist": ["10.0.0.0/8", "127.0.0.1", "127.0.0.1/32"]}, ("allowlist",), ["10.0.0.0/8", "127.0.0.1"]),
+        ({"hsts.preload": True}, ("hsts", "value"), "max-age=63072000; includeSubDomains; preload"),
+        ({"hsts.include_subdomains": "no"}, ("hsts", "value"), "max-age=63072000"),
+        ({"cors.origins": ["https://App.Example.org/"]}, ("cors", "origins"), ["https://app.example.org"]),
+        ({"upstreams": [{"address": "[FD00::1]", "port": 8081}]}, ("upstream", "servers", 0, "address"), "fd00::1"),
+        ({"gzip_types": ["Text/CSS", "text/css"]}, ("gzip_types",), ["text/css"]),
+        ({"roots.static": "/srv//static/"}, ("roots", "static"), "/srv/static"),
+    ],
+)
+def test_normalisation(spec, changes, path, expected):
+    value = build(spec, **changes)
+    for key in path:
+        value = value[key]
+    assert value == expected
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"tls.profile": "old"}, r"tls\.profile must be one of intermediate, modern"),
+        ({"upstreams": []}, r"upstreams must not be empty"),
+        ({"upstreams": [{"address": "10.0.0.1", "port": 0}]}, r"upstreams\[0\]\.port must be between 1 and 65535"),
+        ({"upstreams": [{"address": "10.0.0.1", "port": 70000}]}, r"port must be between 1 and 65535"),
+        ({"upstreams": [{"address": "10.0.0.1", "port": True}]}, r"port must be an integer, got a boolean"),
+        ({"upstreams": [{"address": "10.0.0.1"}]}, r"needs both 'address' and 'port'"),
+        ({"upstreams": [{"address": "bad host!", "port": 1}]}, r"neither an IP address nor a host name"),
+        ({"upstreams": [{"address": "10.0.0.1", "port": 1, "wieght": 2}]}, r"unknown keys: wieght"),
+        ({"upstreams": [{"address": "10.0.0.1", "port": 1}, {"address": "10.0.0.1", "port": 1}]},
+         r"upstreams\[1\] duplicates upstream 10\.0\.0\.1:1"),
+        ({"upstreams": [{"address": "10.0.0.1", "port": 1, "backup": True}]}, r"at least one server must not be a backup"),
+        ({"upstreams": [{"address": "10.0.0.1", "port": 1, "weight": 0}]}, r"weight must be between 1 and 100"),
+        ({"balance": "random"}, r"balance must be one of least_conn, round_robin, ip_hash, room_hash"),
+        ({"balance": "ip_hash", "upstreams": [{"address": "10.0.0.1", "port": 1},
+                                              {"address": "10.0.0.2", "port": 1, "backup": True}]},
+         r"ip_hash cannot be combined with backup servers"),
+        ({"server_names": []}, r"server_names must list at least one name"),
+        ({"server_names": "signal.example.org"}, r"server_names must be a list"),
+        ({"server_names": ["evil.org\nlocation / { return 200; }"]}, r"control character"),
+        ({"server_names": ["a b"]}, r"not a valid host name"),
+        ({"headers.referrer_policy": "no-referrer\r\nSet-Cookie: x=1"}, r"headers\.referrer_policy contains a control character"),
+        ({"headers.content_security_policy": "default-src 'self'\" always; add_header X \"y"}, r"must not contain \""),
+        ({"headers.permissions_policy": "camera=($host)"}, r"must not contain \$"),
+        ({"headers.permissions_policy": "camera=%{ENV}e"}, r"must not contain %"),
+        ({"headers.frame_options": "ALLOW-FROM x"}, r"frame_options must be DENY or SAMEORIGIN"),
+        ({"headers.uploads_content_security_policy": "default-src 'none'"}, r"must contain the sandbox directive"),
+        ({"headers.extra": [{"name": "Bad Header", "value": "x"}]}, r"is not a header name"),
+        ({"headers.extra": [{"name": "X-Frame-Options", "value": "x"}]}, r"redefines the managed header"),
+        ({"cors.origins": ["*"]}, r"'\*' is refused"),
+        ({"cors.origins": ["https://a.example.org/path"]}, r"is not an origin"),
+        ({"cors.origins": ["javascript:alert(1)"]}, r"is not an origin"),
+        ({"hsts.preload": True, "hsts.max_age": 300}, r"preload needs include_subdomains and max_age >= 31536000"),
+        ({"timeouts.ws_read": 30}, r"ws_read \(30s\) must exceed the app heartbeat \(30s\)"),
+        ({"timeouts.api_read": 25}, r"api_read \(25s\) must exceed the long-poll wait \(30s\)"),
+        ({"limits.body_max": "ten megs"}, r"limits\.body_max must be a size"),
+        ({"limits.body_max": "3g"}, r"limits\.body_max must be between 1 and 2147483647"),
+        ({"allowlist": ["localhost"]}, r"allowlist\[0\] is not an address or network"),
+        ({"roots.static": "relative/dir"}, r"must be an absolute path"),
+        ({"roots.static": "/"}, r"must not be the filesystem root"),
+        ({"roots.uploads": "/var/lib/../etc"}, r"must not contain '\.' or '\.\.' segments"),
+        ({"roots.uploads": "/srv/up;loads"}, r"must not contain ;"),
+        ({"tls.certificate": "/etc/x.pem; include /etc/shadow"}, r"tls\.certificate must be an absolute path without spaces"),
+        ({"tls.openssl_version": "unknown"}, r"tls\.openssl_version has no version number"),
+        ({"tls.ciphers": "ALL"}, r"tls has unknown keys: ciphers"),
+        ({"http_port": 443}, r"http_port and https_port must differ"),
+        ({"name": "Web Edge"}, r"name must match"),
+        ({"gzip_types": ["text"]}, r"not a MIME type"),
+        ({"listen_ipv6": "maybe"}, r"listen_ipv6 must be a boolean"),
+        ({"surprise": 1}, r"unknown keys: surprise"),
+    ],
+)
+def test_bad_input_is_refused(spec, changes, match):
+    with pytest.raises(ValueError, match=match):
+        build(spec, **changes)
+
+
+@pytest.mark.parametrize("missing", ["server_names", "upstreams"])
+def test_required_keys(spec, missing):
+    del spec[missing]
+    with pytest.raises(ValueError, match=f"missing required key '{missing}'"):
+        pm.build_proxy_model(spec)
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [("nginx version: nginx/1.22.1", (1, 22, 1)), ("Server version: Apache/2.4.62 (Debian)", (2, 4, 62)),
+     ("3.5", (3, 5, 0)), ([1, 25, 1], (1, 25, 1))],
+)
+def test_parse_version(text, version):
+    assert pm.parse_version(text) == version
+
+
+# ---------------------------------------------------------------------------
+# Ansible wrappers
+# ---------------------------------------------------------------------------
+
+
+def test_filter_module_lists_every_filter():
+    assert sorted(pm.FilterModule().filters()) == sorted([
+        "proxy_model", "proxy_error_document",
+        "nginx_site", "nginx_headers", "nginx_upstream", "nginx_maps", "nginx_tls",
+        "apache_site", "apache_ports", "apache_modules", "apache_balancers", "apache_headers", "apache_tls",
+    ])
+
+
+@pytest.mark.parametrize("name", sorted(pm.FilterModule().filters()))
+def test_every_filter_has_a_docstring(name):
+    assert pm.FilterModule().filters()[name].__doc__
+
+
+def test_wrapper_names_the_filter(spec):
+    spec["tls"]["profile"] = "old"
+    with pytest.raises(AnsibleFilterError, match=r"^proxy_model: tls\.profile must be one of"):
+        pm.proxy_model(spec)
+
+
+@pytest.mark.parametrize("name", ["nginx_site", "apache_site", "nginx_headers", "apache_modules"])
+def test_renderers_refuse_raw_input(name, spec):
+    with pytest.raises(AnsibleFilterError, match=rf"^{name}: input is not a proxy model"):
+        pm.FilterModule().filters()[name](spec)
+
+
+def test_renderer_refuses_old_nginx(spec):
+    model = pm.build_proxy_model(spec)
+    with pytest.raises(AnsibleFilterError, match=r"^nginx_site: nginx 1\.18\.0 is too old"):
+        pm.FilterModule().filters()["nginx_site"](model, nginx_version="1.18.0")
+
+
+def test_renderer_refuses_bad_include_path(spec):
+    model = pm.build_proxy_model(spec)
+    with pytest.raises(AnsibleFilterError, match=r"^nginx_site: headers_include must be an absolute path"):
+        pm.FilterModule().filters()["nginx_site"](model, headers_include="snippets/x.conf")
+
+
+# ---------------------------------------------------------------------------
+# Shared renderers
+# ---------------------------------------------------------------------------
+
+
+def test_error_documents(spec):
+    model = pm.build_proxy_model(spec)
+    body = json.loads(pm.render_error_document(model, "json"))
+    assert body["type"] == "error" and body["code"] == "unavailable"
+    html = pm.render_error_document(model, "html")
+    assert html.startswith("<!DOCTYPE html>") and "unavailable" in html
+    with pytest.raises(ValueError, match="kind must be html or json"):
+        pm.render_error_document(model, "xml")
+
+
+# ---------------------------------------------------------------------------
+# nginx
+# ---------------------------------------------------------------------------
+
+
+def test_nginx_upstream_golden(spec):
+    spec["upstreams"] = [
+        {"address": "10.0.0.1", "port": 8081, "weight": 2},
+        {"address": "fd00::2", "port": 8082, "max_fails": 5, "fail_timeout": "30s"},
+        {"address": "app3.internal", "port": 8081, "backup": True},
+    ]
+    assert pm.render_nginx_upstream(pm.build_proxy_model(spec)) == (
+        "upstream webrtc_edge_app {\n"
+        "    least_conn;\n"
+        "    server 10.0.0.1:8081 weight=2 max_fails=3 fail_timeout=10s;\n"
+        "    server [fd00::2]:8082 weight=1 max_fails=5 fail_timeout=30s;\n"
+        "    server app3.internal:8081 weight=1 max_fails=3 fail_timeout=10s backup;\n"
+        "    keepalive 32;\n"
+        "    keepalive_requests 1000;\n"
+        "    keepalive_timeout 60s;\n"
+        "}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("balance", "line"),
+    [("least_conn", "    least_conn;"), ("ip_hash", "    ip_hash;"),
+     ("room_hash", "    hash $webrtc_edge_affinity consistent;"), ("round_robin", None)],
+)
+def test_nginx_balance_methods(spec, balance, line):
+    text = pm.render_nginx_upstream(build(spec, balance=balance))
+    second = text.splitlines()[1]
+    if line is None:
+        assert second.startswith("    server ")
+    else:
+        assert second == line
+
+
+def test_nginx_room_hash_has_an_affinity_map(spec):
+    maps = pm.render_nginx_maps(build(spec, balance="room_hash"))
+    assert "map $arg_room $webrtc_edge_affinity {\n    default $arg_room;\n    \"\" $remote_addr;\n}" in maps
+
+
+@pytest.mark.parametrize(
+    ("profile", "version", "expected"),
+    [
+        ("intermediate", "1.22.1",
+         "ssl_protocols TLSv1.2 TLSv1.3;\n"
+         "ssl_ecdh_curve X25519:prime256v1:secp384r1;\n"
+         "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+         "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;\n"
+         "ssl_prefer_server_ciphers off;\n"
+         "ssl_session_timeout 1d;\n"
+         "ssl_session_cache shared:MozSSL:10m;\n"
+         "ssl_session_tickets off;\n"),
+        ("modern", "1.25.3",
+         "ssl_protocols TLSv1.3;\n"
+         "ssl_ecdh_curve X25519:prime256v1:secp384r1;\n"
+         "ssl_prefer_server_ciphers off;\n"
+         "ssl_session_timeout 1d;\n"
+         "ssl_session_cache shared:MozSSL:10m;\n"),
+    ],
+)
+def test_nginx_tls_golden(spec, profile, version, expected):
+    assert pm.render_nginx_tls(build(spec, **{"tls.profile": profile}), nginx_version=version) == expected
+
+
+def test_nginx_headers_golden(spec):
+    assert pm.render_nginx_headers(pm.build_proxy_model(spec)) == (
+        pm.MANAGED + "\n"
+        "# Included in the server block and in every location: nginx drops inherited\n"
+        "# add_header directives in any location that sets its own.\n"
+        'add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;\n'
+        'add_header X-Content-Type-Options "nosniff" always;\n'
+        'add_header X-Frame-Options "DENY" always;\n'
+        'add_header Referrer-Policy "strict-origin-when-cross-origin" always;\n'
+        'add_header Permissions-Policy "camera=(self), microphone=(self), display-capture=(self), '
+        'fullscreen=(self), geolocation=(), payment=(), usb=()" always;\n'
+        "add_header Content-Security-Policy $webrtc_edge_csp always;\n"
+        "proxy_hide_header Strict-Transport-Security;\n"
+        "proxy_hide_header X-Content-Type-Options;\n"
+        "proxy_hide_header X-Frame-Options;\n"
+        "proxy_hide_header Referrer-Policy;\n"
+        "proxy_hide_header Permissions-Policy;\n"
+        "proxy_hide_header Content-Security-Policy;\n"
+    )
+
+
+def test_nginx_site_golden(spec):
+    check_golden("nginx-single.conf", pm.render_nginx_site(pm.build_proxy_model(spec)))
+
+
+def test_nginx_site_golden_multi(spec):
+    spec.update(balance="room_hash", upstreams=[
+        {"address": "10.0.0.11", "port": 8081, "weight": 3},
+        {"address": "10.0.0.12", "port": 8081},
+    ], cors={"origins": ["https://app.example.org", "https://admin.example.org"], "credentials": True})
+    check_golden("nginx-multi.conf", pm.render_nginx_site(pm.build_proxy_model(spec), nginx_version="1.22.1"))
+
+
+@pytest.mark.parametrize(
+    ("version", "listen", "http2_on", "tickets"),
+    [("1.22.1", "listen 443 ssl http2;", False, True), ("1.25.1", "listen 443 ssl;", True, False)],
+)
+def test_nginx_http2_syntax_follows_version(spec, version, listen, http2_on, tickets):
+    text = pm.render_nginx_site(pm.build_proxy_model(spec), nginx_version=version)
+    assert f"    {listen}\n" in text
+    assert ("http2 on;" in text) is http2_on
+    assert ("ssl_session_tickets off;" in text) is tickets
+
+
+def test_nginx_site_behaviour(spec):
+    text = pm.render_nginx_site(pm.build_proxy_model(spec))
+    # port 80: catch-all closes, known names redirect with 308 except ACME
+    assert "listen 80 default_server;\n        listen [::]:80 default_server;" not in text
+    assert "    listen 80 default_server;\n    listen [::]:80 default_server;\n    server_name _;" in text
+    assert "return 444;" in text
+    assert "ssl_reject_handshake on;" in text
+    assert "return 308 https://$host$request_uri;" in text
+    assert "location ^~ /.well-known/acme-challenge/ {\n        root /var/lib/webrtc-edge/acme;" in text
+    # WebSocket: the map keeps keepalive pools, long read timeout, no buffering
+    assert "map $http_upgrade $connection_upgrade {\n    default upgrade;\n    ''      '';\n}" in text
+    assert 'Connection "upgrade"' not in text
+    ws = text.split("location = /ws {")[1].split("}")[0]
+    assert "proxy_read_timeout 90s;" in ws and "proxy_buffering off;" in ws
+    # API: rate limit, body limit, long-poll timeout, JSON errors
+    api = text.split("location /api/ {")[1].split("\n    }\n")[0]
+    for line in ("limit_req zone=webrtc_edge_api burst=20 nodelay;", "client_max_body_size 10485760;",
+                 "proxy_read_timeout 45s;", "error_page 502 503 504 /_errors/50x.json;"):
+        assert line in api
+    assert "limit_conn webrtc_edge_conn 100;" in text
+    # every location includes the one headers file
+    assert text.count("include /etc/nginx/snippets/webrtc-edge-headers.conf;") == text.count("location ") - 2
+    # status and metrics only from the allowlist
+    for path in ("= /nginx_status", "= /metrics"):
+        block = text.split(f"location {path} {{")[1].split("}")[0]
+        assert "allow 127.0.0.1;" in block and "allow ::1;" in block and "deny all;" in block
+    # our own error pages
+    assert "error_page 502 503 504 /_errors/50x.html;" in text
+    # real client addresses
+    for header in ("X-Real-IP $remote_addr", "X-Forwarded-For $remote_addr", "X-Forwarded-Proto $scheme"):
+        assert f"proxy_set_header {header};" in text
+
+
+def test_nginx_https_port_in_redirect(spec):
+    text = pm.render_nginx_site(build(spec, https_port=8443, http_port=8080))
+    assert "return 308 https://$host:8443$request_uri;" in text
+    assert "listen 8443 ssl http2 default_server;" in text
+
+
+def test_nginx_ipv6_can_be_off(spec):
+    assert "[::]" not in pm.render_nginx_site(build(spec, listen_ipv6=False))
+
+
+def test_nginx_cors_only_when_configured(spec):
+    assert "Access-Control" not in pm.render_nginx_site(pm.build_proxy_model(spec))
+    text = pm.render_nginx_site(build(spec, **{"cors.origins": ["https://app.example.org"]}))
+    assert 'map $http_origin $webrtc_edge_cors_origin {\n    default "";\n    "https://app.example.org" $http_origin;\n}' in text
+    assert "add_header Access-Control-Allow-Origin $webrtc_edge_cors_origin always;" in text
+    assert "Access-Control-Allow-Credentials" not in text.replace("proxy_hide_header Access-Control-Allow-Credentials", "")
+    assert "Access-Control-Allow-Origin *" not in text
+
+
+# ---------------------------------------------------------------------------
+# Apache
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "wstunnel"),
+    [("2.4.46", True), ("2.4.47", False), ("Server version: Apache/2.4.62 (Debian)", False)],
+)
+def test_apache_websocket_module_follows_version(spec, version, wstunnel):
+    model = pm.build_proxy_model(spec)
+    assert ("proxy_wstunnel" in pm.render_apache_modules(model, apache_version=version)) is wstunnel
+    balancers = pm.render_apache_balancers(model, apache_version=version)
+    assert ('BalancerMember "ws://127.0.0.1:8081"' in balancers) is wstunnel
+    assert ("upgrade=websocket" in balancers) is not wstunnel
+
+
+def test_apache_balancers_golden(spec):
+    spec["upstreams"] = [
+        {"address": "10.0.0.1", "port": 8081, "weight": 2},
+        {"address": "fd00::2", "port": 8082, "backup": True, "fail_timeout": 30},
+    ]
+    assert pm.render_apache_balancers(pm.build_proxy_model(spec), apache_version="2.4.62") == (
+        '<Proxy "balancer://webrtc-edge-app">\n'
+        '    BalancerMember "http://10.0.0.1:8081" loadfactor=2 retry=10 connectiontimeout=5 timeout=45 keepalive=On\n'
+        '    BalancerMember "http://[fd00::2]:8082" loadfactor=1 retry=30 connectiontimeout=5 timeout=45 keepalive=On status=+H\n'
+        "    ProxySet lbmethod=bybusyness\n"
+        "</Proxy>\n"
+        "\n"
+        '<Proxy "balancer://webrtc-edge-ws">\n'
+        '    BalancerMember "http://10.0.0.1:8081" loadfactor=2 retry=10 connectiontimeout=5 timeout=90 keepalive=On '
+        "upgrade=websocket\n"
+        '    BalancerMember "http://[fd00::2]:8082" loadfactor=1 retry=30 connectiontimeout=5 timeout=90 keepalive=On '
+        "upgrade=websocket status=+H\n"
+        "    ProxySet lbmethod=bybusyness\n"
+        "</Proxy>\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("balance", "proxyset"),
+    [("least_conn", "lbmethod=bybusyness"), ("round_robin", "lbmethod=byrequests"),
+     ("ip_hash", "lbmethod=bybusyness stickysession=WEBRTC_EDGE_ROUTE"),
+     ("room_hash", "lbmethod=bybusyness stickysession=WEBRTC_EDGE_ROUTE")],
+)
+def test_apache_balance_methods(spec, balance, proxyset):
+    model = build(spec, balance=balance)
+    assert f"    ProxySet {proxyset}\n" in pm.render_apache_balancers(model)
+    sticky = "stickysession" in proxyset
+    assert ("route=s1" in pm.render_apache_balancers(model)) is sticky
+    assert ("Set-Cookie \"WEBRTC_EDGE_ROUTE=" in pm.render_apache_site(model)) is sticky
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        ("intermediate",
+         "SSLProtocol -all +TLSv1.2 +TLSv1.3\n"
+         "SSLOpenSSLConfCmd Curves X25519:prime256v1:secp384r1\n"
+         "SSLCipherSuite ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+         "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305\n"
+         "SSLHonorCipherOrder off\nSSLSessionTickets off\nSSLUseStapling off\n"),
+        ("modern",
+         "SSLProtocol -all +TLSv1.3\n"
+         "SSLOpenSSLConfCmd Curves X25519:prime256v1:secp384r1\n"
+         "SSLHonorCipherOrder off\nSSLSessionTickets off\nSSLUseStapling off\n"),
+    ],
+)
+def test_apache_tls_golden(spec, profile, expected):
+    assert pm.render_apache_tls(build(spec, **{"tls.profile": profile})) == expected
+
+
+def test_apache_ports(spec):
+    assert pm.render_apache_ports(build(spec, http_port=8080, https_port=8443)) == (
+        pm.MANAGED + "\nListen 8080\n<IfModule ssl_module>\n    Listen 8443\n</IfModule>\n"
+    )
+
+
+def test_apache_site_golden(spec):
+    check_golden("apache-single.conf", pm.render_apache_site(pm.build_proxy_model(spec)))
+
+
+def test_apache_site_golden_multi(spec):
+    spec.update(balance="ip_hash", upstreams=[
+        {"address": "10.0.0.11", "port": 8081, "weight": 3},
+        {"address": "10.0.0.12", "port": 8081},
+    ], cors={"origins": ["https://app.example.org", "https://admin.example.org"], "credentials": True})
+    check_golden("apache-multi.conf", pm.render_apache_site(pm.build_proxy_model(spec), apache_version="2.4.62"))
+
+
+def test_apache_site_behaviour(spec):
+    text = pm.render_apache_site(pm.build_proxy_model(spec))
+    vhosts = text.split("<VirtualHost ")[1:]
+    # the first vhost of each port is the refusing catch-all
+    assert vhosts[0].startswith("*:80>\n    ServerName default.invalid") and "Require all denied" in vhosts[0]
+    assert vhosts[1].startswith("*:443>\n    ServerName default.invalid") and "[R=421,L]" in vhosts[1]
+    assert "[R=308,L]" in vhosts[2] and "!^/\\.well-known/acme-challenge/" in vhosts[2]
+    site = vhosts[3]
+    assert "Protocols h2 http/1.1" in site
+    assert 'Header always set Strict-Transport-Security "max-age=63072000; includeSubDomains"' in site
+    assert 'ProxyPassMatch "^/(ws)$" "balancer://webrtc-edge-ws/$1"' in site
+    assert "ProxyTimeout 45" in site and "keepalive=On" in text
+    assert "LimitRequestBody 10485760" in site
+    assert "ErrorDocument 503 /_errors/50x.json" in site and "ErrorDocument 503 /_errors/50x.html" in site
+    assert "<Location \"/metrics\">\n        Require ip 127.0.0.1 ::1\n    </Location>" in site
+    assert "SetHandler server-status\n        Require ip 127.0.0.1 ::1" in site
+    assert 'RequestHeader set X-Real-IP "%{REMOTE_ADDR}s"' in site
+    assert "DOSPageCount 30" in text
+
+
+def test_apache_empty_allowlist_denies(spec):
+    text = pm.render_apache_site(build(spec, allowlist=[]))
+    assert "<Location \"/metrics\">\n        Require all denied" in text
+
+
+def test_apache_cors_regex_is_anchored_and_escaped(spec):
+    text = pm.render_apache_site(build(spec, **{"cors.origins": ["https://app.example.org:8443"]}))
+    assert 'SetEnvIf Origin "^(https:\\/\\/app\\.example\\.org:8443)$" WEBRTC_EDGE_CORS_ORIGIN=$0' in text

@@ -1,0 +1,65 @@
+"""The filters once through Jinja: a tiny playbook renders the real role templates."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import proxy_model as pm
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[2]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rendered")
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(out / "none.cfg"),  # do not read the repository's ansible.cfg (fact cache, callbacks)
+        ANSIBLE_FILTER_PLUGINS=str(REPO / "plugins" / "filter"),
+        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+        ANSIBLE_LOCAL_TEMP=str(out / "tmp"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"out_dir={out}",
+         str(HERE / "playbooks" / "render.yml")],
+        capture_output=True, text=True, env=env, cwd=out, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+def test_model_through_jinja_matches_python(rendered):
+    data = json.loads((rendered / "model.json").read_text())
+    spec = {
+        "server_names": ["signal.example.org", "localhost"],
+        "upstreams": [{"address": "127.0.0.1", "port": 8081}, {"address": "127.0.0.1", "port": 8082, "weight": 2}],
+        "tls": {"openssl_version": "3.0.11"},
+    }
+    assert data["model"] == json.loads(json.dumps(pm.build_proxy_model(spec)))
+    assert data["modules"] == pm.render_apache_modules(pm.build_proxy_model(spec), apache_version="2.4.62")
+
+
+@pytest.mark.parametrize(
+    ("name", "render"),
+    [
+        ("nginx-site.conf", lambda m: pm.render_nginx_site(m, nginx_version="1.22.1")),
+        ("nginx-headers.conf", pm.render_nginx_headers),
+        ("apache-site.conf", lambda m: pm.render_apache_site(m, apache_version="2.4.62")),
+        ("apache-ports.conf", pm.render_apache_ports),
+    ],
+)
+def test_role_templates_are_the_filters_output(rendered, name, render):
+    model = json.loads((rendered / "model.json").read_text())["model"]
+    assert (rendered / name).read_text() == render(model)
+
+
+def test_bad_input_error_names_the_filter(rendered):
+    message = (rendered / "error.txt").read_text()
+    assert "proxy_model: tls.profile must be one of intermediate, modern, got 'old'" in message

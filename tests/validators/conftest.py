@@ -1,0 +1,26 @@
+"""Fixtures for checking rendered configurations with the real nginx, Apache and gixy.
+
+Everything lives in pytest's tmp dirs: self-made certificates, document roots, a copy of
+Debian's /etc/apache2 and nginx main configurations pointing at the rendered site.
+Nothing under /etc is touched and no daemon is started.
+"""
+
+import pytest
+
+from validator_helpers import installed_version, model_spec, pm
+
+
+@pytest.fixture(params=["single", "multi"])
+def model(request, tmp_path):
+    """The validated model of a single-host and of a multi-host deployment."""
+    return pm.build_proxy_model(model_spec(tmp_path, request.param))
+
+
+@pytest.fixture(scope="session")
+def nginx_version():
+    return installed_version(["nginx", "-v"], "nginx")
+
+
+@pytest.fixture(scope="session")
+def apache_version():
+    return installed_version(["apache2", "-v"], "apache2")
