@@ -198,3 +198,29 @@ async def _start_tcp_proxy(target: int) -> _TcpProxy:
     proxy = _TcpProxy(target)
     await proxy.start()
     return proxy
+
+
+async def test_polling_answers_503_while_redis_is_away(aiohttp_client, redis_server):
+    """A long-polling request that needs Redis gets 503 `unavailable` (and retries), not a 500."""
+    link = await _start_tcp_proxy(redis_server["port"])
+    url = f"redis://:test-secret@127.0.0.1:{link.port}/0"
+    client = await aiohttp_client(create_app(config.make(redis_url=url)))
+    info = await (await client.post("/api/sessions")).json()
+    auth = {"Authorization": f"Bearer {info['token']}"}
+    link.pause()
+    try:
+        for method, path in [("POST", "/api/sessions"), ("GET", f"/api/sessions/{info['id']}/messages?wait=0")]:
+            resp = await client.request(method, path, headers=auth)
+            assert resp.status == 503, (method, path, await resp.text())
+            assert (await resp.json())["code"] == "unavailable"
+        metrics = await (await client.get("/metrics")).text()
+        assert 'code="unavailable"' in metrics
+    finally:
+        link.resume()
+    for _ in range(50):
+        resp = await client.get(f"/api/sessions/{info['id']}/messages?wait=0", headers=auth)
+        if resp.status == 200:
+            break
+        await asyncio.sleep(0.2)
+    assert resp.status == 200, await resp.text()
+    link.close()

@@ -37,7 +37,14 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     # Request bodies: uploads stream and check their own limit; the rest is small.
-    app = web.Application(client_max_size=max(settings.max_message_size * polling.MAX_BATCH, 1 << 20))
+    middlewares = []
+    if settings.redis_url:
+        from .cluster import unavailable_middleware
+
+        middlewares.append(unavailable_middleware)
+    app = web.Application(
+        client_max_size=max(settings.max_message_size * polling.MAX_BATCH, 1 << 20), middlewares=middlewares
+    )
     metrics = Metrics()
     app[SETTINGS] = settings
     app[METRICS] = metrics

@@ -22,19 +22,40 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from . import cluster_lua as lua
 from . import protocol as p
 from .config import Settings
 from .hub import Hub
+from .keys import METRICS
 from .metrics import Metrics
 from .session import SEND_ERRORS, TEXT, Session, prefix_of
+from .web_util import error_response
 
 log = logging.getLogger("signaling.cluster")
 
 PREFIX = "sig:"
 REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+@web.middleware
+async def unavailable_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """HTTP requests that need Redis while it is unreachable answer 503 ``unavailable``.
+
+    WebSocket peers get the same code as an error frame (see ``RedisHub``); a
+    long-polling peer gets it here, on the request that could not be handled,
+    and retries. Installed by ``create_app`` only in cluster mode.
+    """
+    try:
+        return await handler(request)
+    except REDIS_ERRORS as exc:
+        if not request.path.startswith("/api/sessions"):
+            raise  # only the session endpoints use the hub; an upload's disk error is not Redis's doing
+        request.app[METRICS].errors[p.UNAVAILABLE] += 1
+        log.warning("redis unreachable during %s %s: %s", request.method, request.path, exc)
+        return error_response(p.UNAVAILABLE, "cluster backend unreachable; retry", status=503)
 
 
 class RoomRef:
