@@ -17,7 +17,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WORK = BENCH / ".work"
-PEERJS_BIN = WORK / "node_modules" / "peer" / "dist" / "bin" / "peerjs.js"
+PEERJS_BIN = BENCH / "node_modules" / "peer" / "dist" / "bin" / "peerjs.js"
 RESULTS = BENCH / "results"
 SERVER_CPU = 1   # both servers under test run on this core
 CLIENT_CPU = 0   # the load generator runs on this one
@@ -69,6 +69,7 @@ class Server:
     proc: subprocess.Popen | None = None
     log: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    nofile: int = 0   # open-files limit for the server (0: inherit this process's)
 
     def start(self, timeout: float = 20.0) -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ class Server:
         env = {**os.environ, **self.env}
         env.pop("AIOHTTP_NO_EXTENSIONS", None)  # the C parser and WebSocket reader must be active
         self.proc = subprocess.Popen(taskset(SERVER_CPU) + self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                     env=env, cwd=ROOT, start_new_session=True)
+                                     env=env, cwd=ROOT, start_new_session=True, preexec_fn=self._limits)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -90,6 +91,13 @@ class Server:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.name} did not listen on port {self.port} within {timeout} s")
+
+    def _limits(self) -> None:
+        """In the child, before exec: the open-files limit the server needs."""
+        if self.nofile:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            want = self.nofile if hard == resource.RLIM_INFINITY else min(self.nofile, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
     @property
     def pid(self) -> int:
@@ -114,7 +122,7 @@ def signaling_server(port: int) -> Server:
 
 def peerjs_server(port: int, limit: int = 100000) -> Server:
     if not PEERJS_BIN.exists():
-        raise RuntimeError(f"{PEERJS_BIN} is missing: run bench/run.sh (or `npm ci` in bench/.work)")
+        raise RuntimeError(f"{PEERJS_BIN} is missing: run `npm ci` in bench/ (make bench does)")
     return Server("peerjs", port, ["node", str(PEERJS_BIN), "--host", "127.0.0.1", "--port", str(port),
                                    "--concurrent_limit", str(limit)])
 
@@ -199,6 +207,6 @@ def _peer_version() -> str:
     import json
 
     try:
-        return json.loads((WORK / "node_modules" / "peer" / "package.json").read_text())["version"]
+        return json.loads((BENCH / "node_modules" / "peer" / "package.json").read_text())["version"]
     except (OSError, ValueError, KeyError):
         return ""

@@ -77,6 +77,28 @@ async def test_resume_on_another_instance_loses_nothing(pair, connect):
     await host.nothing()                                   # no peer-left for the drop
 
 
+async def test_a_late_release_cannot_undo_a_newer_resume(pair, connect):
+    """The old socket's release landing after the new socket's claim on the same
+    instance (a slow Redis round trip) leaves the session with the new socket."""
+    import time
+
+    from signaling.keys import HUB
+
+    a, b = pair
+    hub = a.app[HUB]
+    p, other = await connect(a), await connect(b)
+    stale_gen = hub.sessions[p.id].gen
+    await p.ws.close(code=4000)
+    await asyncio.sleep(0.1)
+    again = await connect(a, f"/ws?resume={p.token}&ack={p.last_seq}")
+    assert again.welcome["id"] == p.id
+    released = await hub._release(args=hub._args(p.id, 0, time.time() + 60, stale_gen))
+    assert released == 0
+    assert await hub.redis.hget(f"sig:s:{p.id}", "inst") == hub.name.encode()
+    await other.send(type="offer", to=p.id, data="after the race")
+    assert (await again.expect("offer"))["data"] == "after the race"
+
+
 async def test_resume_elsewhere_closes_the_old_socket(pair, connect):
     a, b = pair
     p = await connect(a)

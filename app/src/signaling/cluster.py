@@ -70,12 +70,13 @@ class RoomRef:
 class ClusterSession(Session):
     """A session whose mailbox lives in Redis; frames arrive numbered."""
 
-    __slots__ = ("reorder", "fetching")
+    __slots__ = ("reorder", "fetching", "gen")
 
     def __init__(self, transport: str, settings: Settings, now: float) -> None:
         super().__init__(transport, 1, now, settings.rate_limit_burst)
         self.reorder: dict[int, bytes] = {}
         self.fetching = False
+        self.gen = 0  # claim generation of the socket holding the session (CLAIM/RELEASE)
 
     def load(self, state: list[Any]) -> None:
         """Take room, role, name, seq and sent from a CLAIM or HMGET answer."""
@@ -85,6 +86,8 @@ class ClusterSession(Session):
         self.name = name or ""
         self.seq = int(seq or 0)
         self.sent = int(sent or 0)
+        if len(state) > 6:
+            self.gen = int(state[6])
 
     async def write(self, seq: int, frame: bytes) -> None:
         self.sent = seq
@@ -326,7 +329,8 @@ class RedisHub(Hub):
             return
         self._forget_local(sess)
         try:
-            await self._release(args=self._args(sess.id, sess.sent, time.time() + self.settings.resume_window))
+            await self._release(
+                args=self._args(sess.id, sess.sent, time.time() + self.settings.resume_window, sess.gen))
         except REDIS_ERRORS as exc:
             log.warning("release failed", extra={"peer": sess.id, "error": str(exc)})
 
@@ -349,7 +353,8 @@ class RedisHub(Hub):
         if previous is not None and not previous.done():
             previous.set_result(False)
         waiter = self.waiters[sess.id] = asyncio.get_running_loop().create_future()
-        await self._claim(args=self._args(sess.id, time.time() + wait + s.poll_timeout))
+        state = await self._claim(args=self._args(sess.id, time.time() + wait + s.poll_timeout))
+        gen = int(state[6]) if state else 0
         last = after
         try:
             entries = await self.redis.xrange(qkey, min=f"{after + 1}-0")
@@ -368,7 +373,7 @@ class RedisHub(Hub):
                 waiter.cancel()
             if self.waiters.get(sess.id) is waiter:  # not superseded by a newer poll here
                 del self.waiters[sess.id]
-                await self._release(args=self._args(sess.id, last, time.time() + s.poll_timeout))
+                await self._release(args=self._args(sess.id, last, time.time() + s.poll_timeout, gen))
 
     # -- messages --------------------------------------------------------------
 
@@ -410,7 +415,7 @@ class RedisHub(Hub):
         if target == sess.id:
             raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", ref)
         prefix = b"%s%s\",\"data\":%s,\"seq\":" % (
-            b'{"type":"%s","from":"' % kind.encode(), sess.id.encode(), p.dumps(msg["data"]))
+            b'{"type":"%s","from":"' % kind.encode(), sess.id.encode(), p.encode_data(msg))
         result = await self._relay(args=self._args(sess.id, target, prefix, int(self.settings.public_mode)))
         if result == -1:
             raise p.ProtocolError(p.UNKNOWN_PEER, "no peer with that id", ref)

@@ -158,14 +158,18 @@ local s = redis.call('HMGET', skey, 'room', 'role', 'name', 'seq', 'sent', 'inst
 if not s[4] then return false end
 redis.call('HSET', skey, 'inst', SELF)
 redis.call('ZADD', P .. 'exp', ARGV[5], ARGV[4])
+s[7] = redis.call('HINCRBY', skey, 'gen', 1)
 return s
 """
 
-# Let go of a session if this instance still holds it.
-# ARGV[4] id, ARGV[5] sent, ARGV[6] deadline -> 1 if released
+# Let go of a session if this socket still holds it: same instance and same
+# claim generation, so a late release of an old socket cannot undo a newer
+# resume on this very instance.
+# ARGV[4] id, ARGV[5] sent, ARGV[6] deadline, ARGV[7] generation -> 1 if released
 RELEASE = COMMON + r"""
 local skey = P .. 's:' .. ARGV[4]
 if redis.call('HGET', skey, 'inst') ~= SELF then return 0 end
+if (redis.call('HGET', skey, 'gen') or '0') ~= ARGV[7] then return 0 end
 redis.call('HSET', skey, 'inst', '')
 if tonumber(ARGV[5]) > tonumber(redis.call('HGET', skey, 'sent') or '0') then
   redis.call('HSET', skey, 'sent', ARGV[5])

@@ -57,6 +57,14 @@ class Hub:
     def ready(self) -> bool:
         return not self.draining
 
+    @property
+    def inline(self) -> bool:
+        """True when ``receive`` never waits on I/O, so a transport may step it
+        by hand instead of running it in a task (ws.py). This hub writes to
+        sockets without waiting; a subclass that talks to a backend is not
+        inline unless it says so."""
+        return type(self) is Hub
+
     # -- sessions ------------------------------------------------------------
 
     async def open(self, transport: str) -> Session:
@@ -184,7 +192,7 @@ class Hub:
             raise p.ProtocolError(p.UNKNOWN_PEER, "no peer with that id", msg.get("id"))
         if not may_signal(sess, target, self.settings.public_mode):
             raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", msg.get("id"))
-        await self.deliver(target, b"%s%s\",\"data\":%s,\"seq\":" % (_RELAY_HEAD[kind], sess.id.encode(), p.dumps(msg["data"])))
+        await self.deliver(target, b"%s%s\",\"data\":%s,\"seq\":" % (_RELAY_HEAD[kind], sess.id.encode(), p.encode_data(msg)))
         self.metrics.relayed[kind] += 1
         self.metrics.observe_latency(time.monotonic() - now)
 

@@ -63,7 +63,7 @@ async def send(request: web.Request) -> web.Response:
         return error_response(exc.code, exc.message)
     now = time.monotonic()
     for item in items:
-        if len(raw) > limit and len(p.dumps(item)) > limit:
+        if len(raw) > limit and p.encoded_size(item) > limit:
             await hub.error(sess, p.TOO_LARGE, f"message is larger than {limit} bytes")
             continue
         if not await hub.receive(sess, item, now):

@@ -132,6 +132,27 @@ def validate(msg: Any) -> dict[str, Any]:
     raise ProtocolError(BAD_MESSAGE, f"unknown message type {kind[:40]!r}", ref)
 
 
+def encode_data(msg: dict[str, Any]) -> bytes:
+    """The ``data`` of a validated relayed message, encoded once for its target.
+
+    orjson decodes 1024 levels of nesting but encodes only 254: deeper
+    ``data`` passes ``validate`` and is refused here, before anything is
+    delivered.
+    """
+    try:
+        return dumps(msg["data"])
+    except orjson.JSONEncodeError:
+        raise ProtocolError(BAD_MESSAGE, "'data' is nested too deeply", msg.get("id")) from None
+
+
+def encoded_size(item: Any) -> int:
+    """Size of one message once encoded; 0 when it cannot be (``encode_data`` refuses it later)."""
+    try:
+        return len(dumps(item))
+    except orjson.JSONEncodeError:
+        return 0
+
+
 def parse(raw: str | bytes, limit: int) -> dict[str, Any]:
     """decode + validate, for the WebSocket transport."""
     return validate(decode(raw, limit))

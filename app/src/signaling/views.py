@@ -48,8 +48,12 @@ async def static(request: web.Request) -> web.StreamResponse:
     rel = request.match_info.get("path", "") or "index.html"
     if "\x00" in rel or rel.startswith("/") or any(part in ("", ".", "..") for part in rel.split("/")):
         raise web.HTTPNotFound()
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    try:
+        path = (root / rel).resolve()
+        found = path.is_relative_to(root) and path.is_file()
+    except OSError:  # a name the file system refuses, such as one over 255 bytes
+        found = False
+    if not found:
         raise web.HTTPNotFound()
     headers = {"X-Content-Type-Options": "nosniff"}
     headers["Cache-Control"] = "no-cache" if path.suffix == ".html" else "public, max-age=3600"

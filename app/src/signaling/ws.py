@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 
-import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
+from orjson import JSONDecodeError, loads
 
 from . import protocol as p
 from .ice import ice_servers
 from .keys import HUB, SETTINGS
 from .session import Session
 from .web_util import error_response, origin_allowed, query_int
+from .wsconn import Connection, frame, take_over
 
 log = logging.getLogger("signaling.ws")
 
-# Frames above this are cut off by aiohttp with close code 1009; frames
-# between max_message_size and this get a `too-large` error and the
-# connection stays up.
+# Frames above this are cut off with close code 1009; frames between
+# max_message_size and this get a `too-large` error and the connection
+# stays up.
 HARD_FRAME_LIMIT = 1 << 20
 CLOSE_UNAUTHORIZED = 4401
 
@@ -51,70 +54,166 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return error_response(exc.code, exc.message)
     token = request.query.get("resume")
 
-    ws = web.WebSocketResponse(autoping=False, max_msg_size=HARD_FRAME_LIMIT, compress=False)
-    await ws.prepare(request)
-
-    if token is not None:
-        sess = await hub.resume(token)
-        if sess is None:
-            hub.metrics.resume_failures += 1
-            await ws.send_frame(p.dumps(p.error(p.UNAUTHORIZED, "unknown or expired resume token")), WSMsgType.TEXT)
-            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"resume refused")
-            return ws
-        after = sess.sent if ack is None else ack
-        lost = await hub.lost_after(sess, after)
-        await ws.send_frame(p.dumps(welcome(sess, settings, lost)), WSMsgType.TEXT)
-        hub.metrics.resumes += 1
-    else:
-        sess = await hub.open("ws")
-        after = 0
-        await ws.send_frame(p.dumps(welcome(sess, settings)), WSMsgType.TEXT)
-    sess.transport = "ws"
-    sess.last_rx = sess.last_ping = time.monotonic()
-    await hub.attach(sess, ws, after)
-    client_code = None
+    conn = Peer(hub, settings)
+    take_over(request, conn)  # from here on the socket is ours, not aiohttp's
+    sess = None
     try:
-        client_code = await _read_loop(hub, settings, sess, ws)
-    finally:
-        await hub.detach(sess, ws)
-        if client_code == WSCloseCode.OK and not sess.closed and sess.ws is None:
-            await hub.close(sess)  # the client hung up on purpose: no resume
-    return ws
+        if token is not None:
+            sess = await hub.resume(token)
+            if sess is None:
+                hub.metrics.resume_failures += 1
+                conn.write(frame(p.dumps(p.error(p.UNAUTHORIZED, "unknown or expired resume token"))))
+                conn.hang_up(CLOSE_UNAUTHORIZED, b"resume refused")
+                return _taken_over()
+            after = sess.sent if ack is None else ack
+            lost = await hub.lost_after(sess, after)
+            conn.write(frame(p.dumps(welcome(sess, settings, lost))))
+            hub.metrics.resumes += 1
+        else:
+            sess = await hub.open("ws")
+            after = 0
+            conn.write(frame(p.dumps(welcome(sess, settings))))
+        sess.transport = "ws"
+        sess.last_rx = sess.last_ping = time.monotonic()
+        await hub.attach(sess, conn, after)
+    except ConnectionResetError:  # the client left during the handshake
+        if sess is not None and sess.ws is None and sess.detached_at is None:
+            sess.detached_at = time.monotonic()  # the resume window runs; the sweeper ends it
+        return _taken_over()
+    conn.start(sess)
+    return _taken_over()
 
 
-async def _read_loop(hub, settings, sess: Session, ws: web.WebSocketResponse) -> int | None:
-    """Serve one socket; return the close code the client sent, if it closed first."""
-    receive = ws.receive
-    limit = settings.max_message_size
-    loads = orjson.loads
-    monotonic = time.monotonic
-    TEXT, PING, PONG = WSMsgType.TEXT, WSMsgType.PING, WSMsgType.PONG
-    while True:
-        msg = await receive()
-        kind = msg.type
-        now = sess.last_rx = monotonic()
-        if kind is TEXT:
-            data = msg.data
-            if len(data) > limit or (len(data) * 4 > limit and len(data.encode()) > limit):
-                await hub.error(sess, p.TOO_LARGE, f"message is larger than {limit} bytes")
-                continue
-            try:
-                obj = loads(data)
-            except orjson.JSONDecodeError as exc:
-                await hub.error(sess, p.BAD_JSON, f"not valid JSON: {exc.msg}")
-                continue
-            if not await hub.receive(sess, obj, now):
-                log.warning("closing flooding peer", extra={"peer": sess.id})
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"rate limit")
-                return None
-        elif kind is PING:
-            await ws.pong(msg.data)
-        elif kind is PONG:
-            pass
+def _taken_over() -> web.Response:
+    """What the handler returns once the socket is taken over: aiohttp tries to
+    send it on a connection it no longer has, and lets it go."""
+    return web.Response(status=101)
+
+
+class Peer(Connection):
+    """The WebSocket of one session: frames in -> hub, close -> detach.
+
+    Messages are handled one after the other, in order. With the in-memory
+    hub (``hub.inline``) a message is handled right in ``data_received``: no
+    task, no wake-up. Hubs that wait on a backend get a task per burst of
+    messages, which ends when the burst is done.
+    """
+
+    __slots__ = ("hub", "settings", "sess", "backlog", "started", "early")
+
+    def __init__(self, hub, settings) -> None:
+        super().__init__(HARD_FRAME_LIMIT)
+        self.hub = hub
+        self.settings = settings
+        self.sess: Session | None = None
+        self.backlog: deque | None = None   # work waiting behind a running task
+        self.started = False
+        self.early: list | None = None      # frames before the session was attached
+
+    def start(self, sess: Session) -> None:
+        """The session is attached: handle what came in meanwhile, then live."""
+        self.sess = sess
+        self.started = True
+        early, self.early = self.early, None
+        for kind, payload in early or ():
+            if kind is None:  # it closed
+                self._run(self._closed(payload))
+            else:
+                self.on_message(kind, payload)
+
+    # -- frames in ---------------------------------------------------------------
+
+    def on_message(self, kind: WSMsgType, payload: bytes | bytearray) -> None:
+        sess = self.sess
+        if not self.started:
+            self.early = (self.early or []) + [(kind, payload)]
+            return
+        now = sess.last_rx = time.monotonic()
+        if kind is WSMsgType.TEXT:
+            self._run(self._text(sess, payload, now))
         elif kind is WSMsgType.BINARY:
-            await hub.error(sess, p.BAD_MESSAGE, "binary frames are not part of the protocol; send JSON text")
-        elif kind is WSMsgType.CLOSE:
-            return msg.data
-        else:  # CLOSING (we closed it), CLOSED, ERROR
-            return None
+            self._run(self.hub.error(sess, p.BAD_MESSAGE, "binary frames are not part of the protocol; send JSON text"))
 
+    async def _text(self, sess: Session, data: bytes | bytearray, now: float) -> None:
+        hub, limit = self.hub, self.settings.max_message_size
+        if len(data) > limit:
+            if self._utf8(data):
+                await hub.error(sess, p.TOO_LARGE, f"message is larger than {limit} bytes")
+            return
+        try:
+            obj = loads(data)  # valid JSON is valid UTF-8: orjson checks
+        except JSONDecodeError as exc:
+            if self._utf8(data):
+                await hub.error(sess, p.BAD_JSON, f"not valid JSON: {exc.msg}")
+            return
+        if not await hub.receive(sess, obj, now):
+            log.warning("closing flooding peer", extra={"peer": sess.id})
+            self.hang_up(WSCloseCode.POLICY_VIOLATION, b"rate limit")
+
+    def _utf8(self, data: bytes | bytearray) -> bool:
+        """RFC 6455 8.1: a text frame that is not UTF-8 fails the connection (1007)."""
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            self.hang_up(WSCloseCode.INVALID_TEXT, b"text frame is not UTF-8")
+            return False
+        return True
+
+    def on_close(self, code: int | None) -> None:
+        if not self.started:
+            self.early = (self.early or []) + [(None, code)]
+            return
+        self._run(self._closed(code))
+
+    async def _closed(self, code: int | None) -> None:
+        sess, hub = self.sess, self.hub
+        await hub.detach(sess, self)
+        if code == WSCloseCode.OK and not sess.closed and sess.ws is None:
+            await hub.close(sess)  # the client hung up on purpose: no resume
+
+    # -- in order, inline when the hub allows ----------------------------------------
+
+    def _run(self, coro) -> None:
+        if self.backlog is not None:  # a task is still on earlier work
+            self.backlog.append(coro)
+            return
+        if self.hub.inline:
+            try:
+                waiting_on = coro.send(None)
+            except StopIteration:
+                return
+            except Exception:
+                log.exception("message handling failed", extra={"peer": self.sess.id})
+                return
+            self.backlog = deque()  # it had to wait after all: finish it in a task
+            asyncio.ensure_future(self._work(_finish(coro, waiting_on)))
+        else:
+            self.backlog = deque()
+            asyncio.ensure_future(self._work(coro))
+
+    async def _work(self, coro) -> None:
+        backlog = self.backlog
+        try:
+            while True:
+                try:
+                    await coro
+                except Exception:
+                    log.exception("message handling failed", extra={"peer": self.sess.id})
+                if not backlog:
+                    return
+                coro = backlog.popleft()
+        finally:
+            self.backlog = None
+
+
+async def _finish(coro, waiting_on) -> None:
+    """Run to its end a coroutine that was stepped by hand and now waits on ``waiting_on``."""
+    while True:
+        try:
+            await (waiting_on if waiting_on is not None else asyncio.sleep(0))
+        except Exception:  # noqa: BLE001 - the coroutine gets the outcome when it resumes
+            pass
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
