@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from testinfra_helpers import assert_unit_up
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def journal(host) -> Callable[..., str]:
 
 
 @pytest.fixture
-def assert_service_up(host, journal) -> Callable[[str], None]:
+def assert_service_up(host) -> Callable[[str], None]:
     """Return ``check(unit)``: asserts the unit is enabled and running.
 
     On failure it prints the unit's journal, then re-raises, so the report
@@ -31,13 +32,6 @@ def assert_service_up(host, journal) -> Callable[[str], None]:
     """
 
     def check(unit: str) -> None:
-        service = host.service(unit)
-        try:
-            assert service.is_enabled, f"{unit} is not enabled"
-            assert service.is_running, f"{unit} is not running"
-        except AssertionError:
-            print(f"--- journal of {unit} on {host.backend.get_pytest_id()} ---")
-            print(journal(unit))
-            raise
+        assert_unit_up(host, unit)
 
     return check

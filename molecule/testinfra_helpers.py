@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
+import testinfra
 import testinfra.utils.ansible_runner
 
 
@@ -23,6 +25,48 @@ def inventory_hosts(pattern: str = "all") -> list[str]:
     """
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     return testinfra.utils.ansible_runner.AnsibleRunner(inventory).get_hosts(pattern)
+
+
+def inventory_host(name: str):
+    """A testinfra ``Host`` for inventory host ``name`` (Ansible backend).
+
+    For fixtures that need a host of a given group whatever ``testinfra_hosts``
+    the test module targets: ``inventory_host(inventory_hosts("proxy")[0])``.
+    """
+    return testinfra.get_host(
+        f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
+    )
+
+
+def run_credentials_dir() -> Path:
+    """Controller-side secrets and the local CA of this Molecule run.
+
+    The scenarios point ``tls_ca_dir``, ``redis_credentials_dir`` and
+    ``coturn_credentials_dir`` here (see molecule/default/molecule.yml), so each
+    run has its own and the repo's credentials/ stays untouched.
+    """
+    return Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "credentials"
+
+
+def run_ca_file() -> Path:
+    """The run's local CA certificate, trust anchor of what the proxy serves."""
+    return run_credentials_dir() / "tls-ca" / "ca.pem"
+
+
+def assert_unit_up(host, unit: str) -> None:
+    """Assert ``unit`` is enabled and running on ``host``.
+
+    On failure it prints the unit's journal, then re-raises, so the report
+    says why and not only that.
+    """
+    service = host.service(unit)
+    try:
+        assert service.is_enabled, f"{unit} is not enabled"
+        assert service.is_running, f"{unit} is not running"
+    except AssertionError:
+        print(f"--- journal of {unit} on {host.backend.get_pytest_id()} ---")
+        print(host.run(f"journalctl --no-pager -n 50 -u {unit}").stdout)
+        raise
 
 
 def _inspect(container: str) -> dict:

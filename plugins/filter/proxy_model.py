@@ -63,8 +63,8 @@ RETURN = r"""
 _value:
   description:
     - C(proxy_model) returns the model (a dict with keys name, server_names, ports, listen_ipv6,
-      upstream, tls, hsts, headers, uploads_headers, cache, limits, timeouts, cors, allowlist,
-      roots, gzip_types, error_pages, locations).
+      upstream, uploads_upstream, files_from_disk, tls, hsts, headers, uploads_headers, cache, limits,
+      timeouts, cors, allowlist, roots, gzip_types, error_pages, locations).
     - C(apache_modules) returns a list of Debian module names for a2enmod.
     - Every other filter returns configuration text ending in a newline.
   type: raw
@@ -139,6 +139,8 @@ DEFAULTS = {
     "listen_ipv6": True,
     "balance": "least_conn",
     "keepalive": 32,
+    # The proxy host is an app host: client files and uploads are on its own disk.
+    "files_from_disk": True,
     "tls": {
         "profile": "intermediate",
         "certificate": "/etc/webrtc-edge/tls/fullchain.pem",
@@ -158,7 +160,8 @@ DEFAULTS = {
         "api_rate": 10,
         "api_burst": 20,
         "conn_per_address": 100,
-        "body_max": 10 * 1024 * 1024,
+        # The app's 10 MiB upload limit plus the 64 KiB of multipart framing it allows.
+        "body_max": 10 * 1024 * 1024 + 64 * 1024,
     },
     "timeouts": {"connect": 5, "read": 30, "api_read": 45, "ws_read": 90},
     "app": {"heartbeat": 30, "longpoll_max_wait": 30},
@@ -183,6 +186,8 @@ DEFAULTS = {
 
 #: Locations every site carries, in the order renderers emit them.
 #: ``match`` is ``exact`` or ``prefix``; ``kind`` selects the renderer branch.
+#: ``build_proxy_model`` adds where each one's answers come from (``upstream``,
+#: ``root``) and, when uploads live on an app host, ``/api/uploads``.
 LOCATIONS = (
     ("/.well-known/acme-challenge/", "prefix", "acme", False),
     ("/_errors/", "prefix", "errors", False),
@@ -193,6 +198,8 @@ LOCATIONS = (
     ("/uploads/", "prefix", "uploads", False),
     ("/", "prefix", "static", False),
 )
+#: The upload endpoint, its own location when uploads go to the uploads upstream.
+UPLOAD_ENDPOINT = "/api/uploads"
 ERROR_CODES = (502, 503, 504)
 NGINX_STATUS_PATH = "/nginx_status"
 APACHE_STATUS_PATH = "/server-status"
@@ -348,7 +355,7 @@ def _merged(spec, key):
 # 4. The model
 # ---------------------------------------------------------------------------
 
-_TOP_KEYS = set(DEFAULTS) | {"server_names", "upstreams"}
+_TOP_KEYS = set(DEFAULTS) | {"server_names", "upstreams", "uploads_upstreams"}
 
 
 def _server_names(value):
@@ -367,10 +374,11 @@ def _server_names(value):
     return names
 
 
-def _upstreams(value, balance, defaults):
+def _upstreams(value, balance, defaults, label="upstreams"):
+    """Validated servers of one upstream; ``label`` names the input key in errors."""
     servers, seen = [], set()
-    for i, raw in enumerate(_list(value, "upstreams")):
-        what = f"upstreams[{i}]"
+    for i, raw in enumerate(_list(value, label)):
+        what = f"{label}[{i}]"
         raw = _mapping(raw, what)
         unknown = sorted(set(raw) - {"address", "port", "weight", "backup", "max_fails", "fail_timeout"})
         if unknown:
@@ -395,12 +403,33 @@ def _upstreams(value, balance, defaults):
         server["id"] = f"s{i + 1}"
         servers.append(server)
     if not servers:
-        raise ValueError("upstreams must not be empty: no signaling_app endpoint to proxy to")
+        raise ValueError(f"{label} must not be empty: no signaling_app endpoint to proxy to")
     if all(s["backup"] for s in servers):
-        raise ValueError("upstreams: at least one server must not be a backup")
+        raise ValueError(f"{label}: at least one server must not be a backup")
     if balance in ("ip_hash", "room_hash") and any(s["backup"] for s in servers):
         raise ValueError(f"balance {balance} cannot be combined with backup servers (nginx refuses it)")
     return servers
+
+
+def _uploads_upstream(spec, name, keepalive, defaults, files_from_disk):
+    """The upstream of ``/api/uploads`` and ``/uploads/`` when files are not on the proxy's disk.
+
+    An upload is a file on the disk of the app host that took the POST, so
+    without shared storage both the POST and every GET go to the instances of
+    one app host (``uploads_upstreams``); the app serves ``GET /uploads/<name>``.
+    """
+    given = spec.get("uploads_upstreams") or []
+    if files_from_disk:
+        if given:
+            raise ValueError("uploads_upstreams is only for a proxy that is not an app host (files_from_disk: false)")
+        return None
+    if not given:
+        raise ValueError(
+            "uploads_upstreams must list the instances of one app host when files_from_disk is false: "
+            "uploads are stored on the app host that takes them")
+    servers = _upstreams(given, "least_conn", defaults, label="uploads_upstreams")
+    return {"name": name.replace("-", "_") + "_uploads", "balance": "least_conn",
+            "keepalive": keepalive, "servers": servers}
 
 
 def _cors(spec):
@@ -569,6 +598,9 @@ def build_proxy_model(spec):
     hsts = _hsts(spec)
     headers, uploads_headers = _headers(spec, hsts)
     keepalive = _int(spec.get("keepalive", DEFAULTS["keepalive"]), "keepalive", 1, 1024)
+    files_from_disk = _bool(spec.get("files_from_disk", DEFAULTS["files_from_disk"]), "files_from_disk")
+    uploads_upstream = _uploads_upstream(spec, name, keepalive, upstream_defaults, files_from_disk)
+    app_upstream = name.replace("-", "_") + "_app"
 
     return {
         "name": name,
@@ -576,11 +608,13 @@ def build_proxy_model(spec):
         "ports": {"http": http_port, "https": https_port},
         "listen_ipv6": _bool(spec.get("listen_ipv6", DEFAULTS["listen_ipv6"]), "listen_ipv6"),
         "upstream": {
-            "name": name.replace("-", "_") + "_app",
+            "name": app_upstream,
             "balance": balance,
             "keepalive": keepalive,
             "servers": servers,
         },
+        "uploads_upstream": uploads_upstream,
+        "files_from_disk": files_from_disk,
         "tls": _tls(spec),
         "hsts": hsts,
         "headers": headers,
@@ -599,10 +633,35 @@ def build_proxy_model(spec):
         "roots": roots,
         "gzip_types": gzip_types,
         "error_pages": {"codes": list(ERROR_CODES), "html": "/_errors/50x.html", "json": "/_errors/50x.json"},
-        "locations": [
-            {"path": p, "match": m, "kind": k, "restricted": r} for p, m, k, r in LOCATIONS
-        ],
+        "locations": _locations(roots, app_upstream, uploads_upstream),
     }
+
+
+def _locations(roots, app_upstream, uploads_upstream):
+    """The location table, each entry saying where its answers come from.
+
+    ``upstream`` is the upstream a location proxies to (None: the proxy answers
+    itself); ``root`` the directory it serves from disk first (None: nothing on
+    disk). On an app host the proxy serves client files (falling back to the
+    app) and uploads from disk. Elsewhere client files come from the app, and
+    ``/api/uploads`` and ``/uploads/`` from the uploads upstream.
+    """
+    on_disk = uploads_upstream is None
+    where = {
+        "acme": (None, roots["acme"]),
+        "errors": (None, roots["errors"]),
+        "uploads": (None, roots["uploads"]) if on_disk else (uploads_upstream["name"], None),
+        "static": (app_upstream, roots["static"] if on_disk else None),
+    }
+    table = []
+    for path, match, kind, restricted in LOCATIONS:
+        if kind == "api" and not on_disk:
+            table.append({"path": UPLOAD_ENDPOINT, "match": "exact", "kind": "api", "restricted": False,
+                          "upstream": uploads_upstream["name"], "root": None})
+        upstream, root = where.get(kind, (app_upstream, None))
+        table.append({"path": path, "match": match, "kind": kind, "restricted": restricted,
+                      "upstream": upstream, "root": root})
+    return table
 
 
 def _check_model(model):
@@ -669,10 +728,21 @@ def _nginx_var(model, suffix):
 
 
 def render_nginx_upstream(model):
-    """The ``upstream`` block: balancing, weights, backups, passive health, keepalive pool."""
+    """The ``upstream`` blocks: the app's, and the uploads host's when there is one.
+
+    Each has balancing, weights, backups, passive health and a keepalive pool,
+    and keeps its state in a shared ``zone``: without one every worker counts
+    connections and failures on its own, so ``least_conn`` cannot see the
+    WebSockets other workers hold, and an instance one worker marked failed
+    stays in use by the others.
+    """
     model = _check_model(model)
-    up = model["upstream"]
-    lines = [f"upstream {up['name']} {{"]
+    ups = [model["upstream"]] + ([model["uploads_upstream"]] if model.get("uploads_upstream") else [])
+    return "\n".join(_nginx_upstream_block(model, up) for up in ups)
+
+
+def _nginx_upstream_block(model, up):
+    lines = [f"upstream {up['name']} {{", f"    zone {up['name']} 64k;"]
     if up["balance"] == "least_conn":
         lines.append("    least_conn;")
     elif up["balance"] == "ip_hash":
@@ -793,7 +863,7 @@ def _nginx_acme_location(model, loc):
 
 
 def _nginx_location(model, loc, include):
-    up = f"http://{model['upstream']['name']}"
+    up = f"http://{loc['upstream']}"
     kind, path = loc["kind"], loc["path"]
     opener = {"exact": f"location = {path} {{", "prefix": f"location {path} {{"}[loc["match"]]
     if kind in ("errors", "uploads"):
@@ -839,15 +909,25 @@ def _nginx_location(model, loc, include):
         body += ["access_log off;"] if path == "/health" else []
         body.append(f"proxy_pass {up};")
     elif kind == "uploads":
-        body += [f"add_header Cache-Control {_q(model['cache']['uploads'])} always;",
-                 f"alias {model['roots']['uploads']}/;", "limit_except GET {", "    deny all;", "}"]
+        body.append(f"add_header Cache-Control {_q(model['cache']['uploads'])} always;")
+        if loc["root"]:
+            body.append(f"alias {loc['root']}/;")
+        body += ["limit_except GET {", "    deny all;", "}"]
+        if not loc["root"]:  # the uploads host's app serves them; the proxy sets the headers
+            body += ["proxy_hide_header Cache-Control;",
+                     f"error_page {' '.join(str(c) for c in model['error_pages']['codes'])} "
+                     f"{model['error_pages']['html']};",
+                     f"proxy_pass {up};"]
     elif kind == "static":
-        body += [f"add_header Cache-Control {_nginx_var(model, 'static_cache')} always;",
-                 "try_files $uri @app;"]
+        if loc["root"]:
+            body += [f"add_header Cache-Control {_nginx_var(model, 'static_cache')} always;",
+                     "try_files $uri @app;"]
+        else:  # no client files on this host: the app serves them with its own Cache-Control
+            body.append(f"proxy_pass {up};")
     else:  # pragma: no cover - LOCATIONS is a closed table
         raise ValueError(f"unknown location kind {kind!r}")
     lines = [opener] + _block(body) + ["}"]
-    if kind == "static":
+    if kind == "static" and loc["root"]:
         lines += ["", "location = / {"] + _block([
             f"include {include};", f"add_header Cache-Control {_q(model['cache']['pages'])} always;",
             "try_files /index.html @app;"]) + ["}", "", "location @app {"] + _block([
@@ -905,8 +985,10 @@ def render_nginx_site(model, nginx_version="1.22.1", headers_include=NGINX_HEADE
         "limit_conn_status 429;",
         "limit_req_status 429;",
         "",
+    ] + ([
         f"root {model['roots']['static']};",
         "open_file_cache max=1000 inactive=20s;",
+    ] if model["files_from_disk"] else []) + [
         "gzip on;",
         "gzip_vary on;",
         "gzip_proxied any;",
@@ -1017,15 +1099,19 @@ def render_apache_headers(model, uploads=False):
 
 
 def render_apache_balancers(model, apache_version="2.4.62"):
-    """Two mod_proxy_balancer pools over the same members: HTTP (API, pages) and WebSocket."""
+    """mod_proxy_balancer pools: HTTP (API, pages) and WebSocket over the same members,
+    and the uploads host's instances when uploads are not on the proxy's disk."""
     model = _check_model(model)
     version = _apache_version(apache_version)
-    up = model["upstream"]
-    sticky = up["balance"] in ("ip_hash", "room_hash")
-    lbmethod = "byrequests" if up["balance"] == "round_robin" else "bybusyness"
     timeouts = model["timeouts"]
+    pools = [(model["upstream"], "app", "http", timeouts["api_read"]),
+             (model["upstream"], "ws", None, timeouts["ws_read"])]
+    if model.get("uploads_upstream"):
+        pools.append((model["uploads_upstream"], "uploads", "http", timeouts["api_read"]))
     lines = []
-    for suffix, scheme, timeout in (("app", "http", timeouts["api_read"]), ("ws", None, timeouts["ws_read"])):
+    for up, suffix, scheme, timeout in pools:
+        sticky = up["balance"] in ("ip_hash", "room_hash")
+        lbmethod = "byrequests" if up["balance"] == "round_robin" else "bybusyness"
         lines.append(f"<Proxy \"{_apache_balancer_name(model, suffix)}\">")
         for server in up["servers"]:
             host = f"[{server['address']}]" if server["ipv6"] else server["address"]
@@ -1115,14 +1201,17 @@ def render_apache_site(model, apache_version="2.4.62"):
     ])
     out += ["</VirtualHost>", ""]
 
+    locs = {loc["kind"]: loc for loc in model["locations"]}
+    static_root, uploads_root = locs["static"]["root"], locs["uploads"]["root"]
     vhost = [
         "SSLEngine on",
     ] + cert + [
         "",
-        f"DocumentRoot \"{roots['static']}\"",
+    ] + ([
+        f"DocumentRoot \"{static_root}\"",
         "DirectoryIndex index.html",
         "",
-    ] + render_apache_headers(model).splitlines() + [
+    ] if static_root else []) + render_apache_headers(model).splitlines() + [
         "",
         f"AddOutputFilterByType DEFLATE {' '.join(model['gzip_types'])}",
         "",
@@ -1137,19 +1226,30 @@ def render_apache_site(model, apache_version="2.4.62"):
         f"<Directory \"{acme_dir}\">",
         "    Options None", "    AllowOverride None", "    Require all granted", "    ForceType text/plain",
         "</Directory>",
-        f"Alias /uploads/ \"{roots['uploads']}/\"",
-        f"<Directory \"{roots['uploads']}/\">",
-        "    Options None", "    AllowOverride None", "    Require all granted", "    SetHandler None",
-    ] + _block(render_apache_headers(model, uploads=True).splitlines()) + [
+    ]
+    uploads_headers = _block(render_apache_headers(model, uploads=True).splitlines()) + [
         f"    Header always set Cache-Control {_q(model['cache']['uploads'])}",
-        "</Directory>",
-        f"<Directory \"{roots['static']}\">",
-        "    Options None", "    AllowOverride None", "    Require all granted",
-        f"    Header always set Cache-Control {_q(model['cache']['pages'])}",
-        f"    <FilesMatch \"{model['cache']['fingerprint_regex']}\">",
-        f"        Header always set Cache-Control {_q(model['cache']['assets'])}",
-        "    </FilesMatch>",
-        "</Directory>",
+    ]
+    if uploads_root:
+        vhost += [
+            f"Alias /uploads/ \"{uploads_root}/\"",
+            f"<Directory \"{uploads_root}/\">",
+            "    Options None", "    AllowOverride None", "    Require all granted", "    SetHandler None",
+        ] + uploads_headers + ["</Directory>"]
+    else:  # the uploads host's app serves them; the proxy sets the headers and refuses writes
+        vhost += ["<Location \"/uploads/\">", "    Header onsuccess unset Cache-Control"] + uploads_headers + [
+            "    <LimitExcept GET>", "        Require all denied", "    </LimitExcept>", "</Location>"]
+    if static_root:
+        vhost += [
+            f"<Directory \"{static_root}\">",
+            "    Options None", "    AllowOverride None", "    Require all granted",
+            f"    Header always set Cache-Control {_q(model['cache']['pages'])}",
+            f"    <FilesMatch \"{model['cache']['fingerprint_regex']}\">",
+            f"        Header always set Cache-Control {_q(model['cache']['assets'])}",
+            "    </FilesMatch>",
+            "</Directory>",
+        ]
+    vhost += [
         "",
         "ProxyRequests Off",
         "# The app's own Server header (aiohttp and Python versions) stays inside.",
@@ -1167,17 +1267,26 @@ def render_apache_site(model, apache_version="2.4.62"):
             "SameSite=Lax\" env=BALANCER_ROUTE_CHANGED"
         )
     app = _apache_balancer_name(model, "app")
+    uploads = _apache_balancer_name(model, "uploads")
     vhost += [
         "",
         "ProxyPass \"/_errors/\" \"!\"",
         "ProxyPass \"/.well-known/acme-challenge/\" \"!\"",
-        "ProxyPass \"/uploads/\" \"!\"",
+    ] + (["ProxyPass \"/uploads/\" \"!\""] if uploads_root else [
+        # A backreference, or Apache appends the whole original path to the target.
+        f"ProxyPassMatch \"^/({_apache_regex(UPLOAD_ENDPOINT.lstrip('/'))})$\" \"{uploads}/$1\"",
+        f"ProxyPass \"/uploads/\" \"{uploads}/uploads/\"",
+    ]) + [
         f"ProxyPass \"{APACHE_STATUS_PATH}\" \"!\"",
         f"ProxyPassMatch \"^/(ws)$\" \"{_apache_balancer_name(model, 'ws')}/$1\"",
         f"ProxyPass \"/api/\" \"{app}/api/\"",
         f"ProxyPassMatch \"^/(health|metrics)$\" \"{app}/$1\"",
         "",
         "RewriteEngine On",
+        # LimitRequestBody does not apply to reverse-proxied requests: refuse an
+        # announced oversize body here, before anything reaches the app.
+        f"RewriteCond %{{HTTP:Content-Length}} -gt{limits['body_max']}",
+        "RewriteRule ^/api/ - [R=413,L]",
     ]
     if cors["origins"]:
         vhost += [
@@ -1186,10 +1295,13 @@ def render_apache_site(model, apache_version="2.4.62"):
             "RewriteRule ^/api/ - [R=204,L]",
         ]
     vhost += [
-        "# Static client files from disk; anything not on disk goes to the app.",
+        "# Static client files from disk; anything not on disk goes to the app." if static_root else
+        "# No client files on this host: the app serves them.",
         "RewriteCond %{REQUEST_URI} !^/(api/|ws$|health$|metrics$|uploads/|_errors/|server-status$|\\.well-known/)",
+    ] + ([
         "RewriteCond %{DOCUMENT_ROOT}%{REQUEST_URI} !-f",
         "RewriteCond %{DOCUMENT_ROOT}%{REQUEST_URI}index.html !-f",
+    ] if static_root else []) + [
         f"RewriteRule ^ \"{app}%{{REQUEST_URI}}\" [P]",
         "",
         "<Location \"/api/\">",

@@ -10,9 +10,10 @@ import pytest
 from validator_helpers import installed_version, model_spec, pm
 
 
-@pytest.fixture(params=["single", "multi"])
+@pytest.fixture(params=["single", "multi", "split"])
 def model(request, tmp_path):
-    """The validated model of a single-host and of a multi-host deployment."""
+    """The validated model of a single-host, a multi-host and a split deployment (the proxy
+    on a host of its own: no client files or uploads on its disk)."""
     return pm.build_proxy_model(model_spec(tmp_path, request.param))
 
 

@@ -54,7 +54,7 @@ def write_cert(directory, key_type, names):
 
 
 def model_spec(tmp_path, kind, key_type="ecdsa"):
-    """Input of the proxy_model filter for a single-host or a multi-host deployment."""
+    """Input of the proxy_model filter for a single-host, a multi-host or a split (proxy host of its own) deployment."""
     roots = {name: tmp_path / "roots" / name for name in ("static", "uploads", "acme", "errors")}
     for root in roots.values():
         root.mkdir(parents=True, exist_ok=True)
@@ -67,6 +67,16 @@ def model_spec(tmp_path, kind, key_type="ecdsa"):
         spec = {
             "server_names": names,
             "upstreams": [{"address": "127.0.0.1", "port": 8081}, {"address": "127.0.0.1", "port": 8082}],
+        }
+    elif kind == "split":
+        # A proxy host of its own: client files come from the app, uploads from app host 1.
+        names = ["localhost"]
+        app1 = [{"address": "10.0.1.11", "port": 8081}, {"address": "10.0.1.11", "port": 8082}]
+        spec = {
+            "server_names": names,
+            "upstreams": app1 + [{"address": "10.0.1.12", "port": 8081}, {"address": "10.0.1.12", "port": 8082}],
+            "files_from_disk": False,
+            "uploads_upstreams": app1,
         }
     else:
         names = ["signal.example.org", "signal-b.example.org", "localhost"]

@@ -1,59 +1,36 @@
-"""default scenario, first checks: the one-host deployment is up behind nginx.
+"""default scenario: one Debian 12 host in every group, behind nginx.
 
-A starting point; the full verify of the deployment issue (headers, TLS
-versions, WebSocket and polling peers, failover, uploads...) grows from here.
+The shared checks (molecule/deployment_checks.py: services, sockets, files,
+TLS, headers, redirects, WebSocket and polling signaling, failover, status
+pages, uploads, error pages) and the real browser call
+(molecule/browser_call.py) run against this deployment; what is below is what
+only this scenario promises.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import ssl
-
-import pytest
-from testinfra_helpers import inventory_hosts, published_port
+from browser_call import *  # noqa: F403 (collects the browser call)
+from deployment_checks import *  # noqa: F403 (collects the shared checks)
+from testinfra_helpers import inventory_hosts
 
 testinfra_hosts = inventory_hosts("all")
 
-# The run's local CA (tls_ca_dir in molecule.yml), the trust anchor of the
-# certificate the proxy serves.
-CA_FILE = os.path.join(
-    os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "credentials", "tls-ca", "ca.pem"
-)
+
+def test_one_host_in_every_group():
+    assert {name for group in ("signaling_app", "proxy", "redis", "turn")
+            for name in inventory_hosts(group)} == set(inventory_hosts("all"))
+    assert len(inventory_hosts("all")) == 1
 
 
-def test_boot_is_clean(host):
-    state = host.run("systemctl is-system-running --wait").stdout.strip()
-    if state != "running":
-        print(host.run("systemctl --failed --no-pager").stdout)
-    assert state == "running"
+def test_deploys_nginx(proxy_kind):
+    assert proxy_kind == "nginx"
 
 
-@pytest.mark.parametrize("unit", ["nginx", "redis-server", "coturn"])
-def test_service_up(assert_service_up, unit):
-    assert_service_up(unit)
-
-
-def test_app_instances_up(host, assert_service_up):
-    units = host.check_output(
-        "systemctl list-units --all --plain --no-legend --type=service 'signaling@*' | cut -d' ' -f1"
-    ).split()
-    assert units, "no signaling@ instance units"
-    for unit in units:
-        assert_service_up(unit)
-
-
-def test_apache_absent_or_stopped(host):
-    assert not host.service("apache2").is_running
-
-
-def test_nginx_config_valid(host):
-    assert host.run("nginx -t").rc == 0
-
-
-def test_https_chains_to_the_local_ca(host):
-    port = published_port(host.backend.get_hostname(), 443)
-    context = ssl.create_default_context(cafile=CA_FILE)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+def test_two_instances_share_redis(host):
+    """Two instances need Redis: both point at it and it answers them."""
+    assert host.ansible.get_variables()["signaling_app_instances"] == 2
+    config = host.file("/etc/signaling/signaling.toml").content_string
+    assert 'redis_url = "redis://' in config
+    for port in (8081, 8082):
+        metrics = host.check_output(f"curl -sf http://127.0.0.1:{port}/metrics")
+        assert "signaling_redis_up 1" in metrics

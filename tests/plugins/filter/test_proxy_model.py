@@ -41,7 +41,8 @@ def check_golden(name, text):
 def test_model_keys(spec):
     model = pm.build_proxy_model(spec)
     assert sorted(model) == sorted([
-        "name", "server_names", "ports", "listen_ipv6", "upstream", "tls", "hsts", "headers",
+        "name", "server_names", "ports", "listen_ipv6", "upstream", "uploads_upstream", "files_from_disk",
+        "tls", "hsts", "headers",
         "uploads_headers", "cache", "limits", "timeouts", "cors", "allowlist", "roots", "gzip_types",
         "error_pages", "locations",
     ])
@@ -61,7 +62,7 @@ def test_model_defaults(spec):
     assert model["tls"]["certificate"] == "/etc/webrtc-edge/tls/fullchain.pem"
     assert model["tls"]["certificate_key"] == "/etc/webrtc-edge/tls/privkey.pem"
     assert model["hsts"]["value"] == "max-age=63072000; includeSubDomains"
-    assert model["limits"] == {"api_rate": 10, "api_burst": 20, "conn_per_address": 100, "body_max": 10485760}
+    assert model["limits"] == {"api_rate": 10, "api_burst": 20, "conn_per_address": 100, "body_max": 10551296}
     assert model["timeouts"] == {"connect": 5, "read": 30, "api_read": 45, "ws_read": 90}
     assert model["allowlist"] == ["127.0.0.1", "::1"]
     assert model["roots"] == {
@@ -189,6 +190,10 @@ def test_normalisation(spec, changes, path, expected):
         ({"gzip_types": ["text"]}, r"not a MIME type"),
         ({"listen_ipv6": "maybe"}, r"listen_ipv6 must be a boolean"),
         ({"surprise": 1}, r"unknown keys: surprise"),
+        ({"files_from_disk": False}, r"uploads_upstreams must list the instances of one app host"),
+        ({"uploads_upstreams": [{"address": "10.0.0.1", "port": 8081}]}, r"uploads_upstreams is only for a proxy"),
+        ({"files_from_disk": False, "uploads_upstreams": [{"address": "10.0.0.1"}]},
+         r"uploads_upstreams\[0\] needs both 'address' and 'port'"),
     ],
 )
 def test_bad_input_is_refused(spec, changes, match):
@@ -282,6 +287,7 @@ def test_nginx_upstream_golden(spec):
     ]
     assert pm.render_nginx_upstream(pm.build_proxy_model(spec)) == (
         "upstream webrtc_edge_app {\n"
+        "    zone webrtc_edge_app 64k;\n"
         "    least_conn;\n"
         "    server 10.0.0.1:8081 weight=2 max_fails=3 fail_timeout=10s;\n"
         "    server [fd00::2]:8082 weight=1 max_fails=5 fail_timeout=30s;\n"
@@ -300,7 +306,7 @@ def test_nginx_upstream_golden(spec):
 )
 def test_nginx_balance_methods(spec, balance, line):
     text = pm.render_nginx_upstream(build(spec, balance=balance))
-    second = text.splitlines()[1]
+    second = text.splitlines()[2]  # after the shared zone
     if line is None:
         assert second.startswith("    server ")
     else:
@@ -396,7 +402,7 @@ def test_nginx_site_behaviour(spec):
     assert "proxy_read_timeout 90s;" in ws and "proxy_buffering off;" in ws
     # API: rate limit, body limit, long-poll timeout, JSON errors
     api = text.split("location /api/ {")[1].split("\n    }\n")[0]
-    for line in ("limit_req zone=webrtc_edge_api burst=20 nodelay;", "client_max_body_size 10485760;",
+    for line in ("limit_req zone=webrtc_edge_api burst=20 nodelay;", "client_max_body_size 10551296;",
                  "proxy_read_timeout 45s;", "error_page 502 503 504 /_errors/50x.json;"):
         assert line in api
     assert "limit_conn webrtc_edge_conn 100;" in text
@@ -534,7 +540,9 @@ def test_apache_site_behaviour(spec):
     assert 'Header always set Strict-Transport-Security "max-age=63072000; includeSubDomains"' in site
     assert 'ProxyPassMatch "^/(ws)$" "balancer://webrtc-edge-ws/$1"' in site
     assert "ProxyTimeout 45" in site and "keepalive=On" in text
-    assert "LimitRequestBody 10485760" in site
+    assert "LimitRequestBody 10551296" in site
+    # LimitRequestBody alone does not cover proxied requests: announced oversize bodies are refused first.
+    assert "RewriteCond %{HTTP:Content-Length} -gt10551296\n    RewriteRule ^/api/ - [R=413,L]" in site
     assert "ErrorDocument 503 /_errors/50x.json" in site and "ErrorDocument 503 /_errors/50x.html" in site
     assert "<Location \"/metrics\">\n        Require ip 127.0.0.1 ::1\n    </Location>" in site
     assert "SetHandler server-status\n        Require ip 127.0.0.1 ::1" in site
@@ -550,3 +558,83 @@ def test_apache_empty_allowlist_denies(spec):
 def test_apache_cors_regex_is_anchored_and_escaped(spec):
     text = pm.render_apache_site(build(spec, **{"cors.origins": ["https://app.example.org:8443"]}))
     assert 'SetEnvIf Origin "^(https:\\/\\/app\\.example\\.org:8443)$" WEBRTC_EDGE_CORS_ORIGIN=$0' in text
+
+
+# ---------------------------------------------------------------------------
+# A proxy host that is not an app host: client files and uploads from the app
+# ---------------------------------------------------------------------------
+
+APP1 = [{"address": "10.0.0.11", "port": 8081}, {"address": "10.0.0.11", "port": 8082}]
+APP2 = [{"address": "10.0.0.12", "port": 8081}, {"address": "10.0.0.12", "port": 8082}]
+
+
+@pytest.fixture
+def split_spec(spec):
+    """A proxy host of its own in front of two app hosts; uploads live on the first."""
+    spec.update(upstreams=APP1 + APP2, files_from_disk=False, uploads_upstreams=APP1)
+    return spec
+
+
+def test_on_an_app_host_files_come_from_disk(spec):
+    model = pm.build_proxy_model(spec)
+    assert model["files_from_disk"] is True
+    assert model["uploads_upstream"] is None
+    where = {loc["path"]: (loc["upstream"], loc["root"]) for loc in model["locations"]}
+    assert where["/uploads/"] == (None, "/var/lib/signaling/uploads")
+    assert where["/"] == ("webrtc_edge_app", "/opt/signaling/current/static")
+    assert where["/api/"] == ("webrtc_edge_app", None)
+    assert "/api/uploads" not in where
+
+
+def test_split_uploads_go_to_one_app_host(split_spec):
+    model = pm.build_proxy_model(split_spec)
+    up = model["uploads_upstream"]
+    assert up["name"] == "webrtc_edge_uploads"
+    assert [(s["address"], s["port"]) for s in up["servers"]] == [("10.0.0.11", 8081), ("10.0.0.11", 8082)]
+    where = {loc["path"]: (loc["upstream"], loc["root"]) for loc in model["locations"]}
+    assert where["/api/uploads"] == ("webrtc_edge_uploads", None)
+    assert where["/uploads/"] == ("webrtc_edge_uploads", None)
+    assert where["/"] == ("webrtc_edge_app", None)  # no client files on the proxy's disk
+    assert where["/api/"] == ("webrtc_edge_app", None)
+    paths = [loc["path"] for loc in model["locations"]]
+    assert paths.index("/api/uploads") < paths.index("/api/")  # the exact match is listed first
+
+
+def test_nginx_split_uploads_keep_the_proxy_rules(split_spec):
+    site = pm.render_nginx_site(pm.build_proxy_model(split_spec))
+    assert "upstream webrtc_edge_uploads {" in site
+    upload = site.split("location = /api/uploads {", 1)[1].split("\n    }", 1)[0]
+    assert "client_max_body_size 10551296;" in upload
+    assert "limit_req zone=webrtc_edge_api" in upload
+    assert "error_page 502 503 504 /_errors/50x.json;" in upload
+    assert "proxy_pass http://webrtc_edge_uploads;" in upload
+    files = site.split("location ^~ /uploads/ {", 1)[1].split("\n    }", 1)[0]
+    assert "include /etc/nginx/snippets/webrtc-edge-headers.conf;" in files  # the sandboxing CSP by $uri
+    assert 'add_header Cache-Control "public, max-age=86400" always;' in files
+    assert "proxy_hide_header Cache-Control;" in files
+    assert "proxy_pass http://webrtc_edge_uploads;" in files
+    assert "alias " not in files
+    assert "root /opt/signaling" not in site and "try_files" not in site
+    pages = site.rsplit("    location / {", 1)[1].split("\n    }", 1)[0]
+    assert "proxy_pass http://webrtc_edge_app;" in pages
+    assert "Cache-Control" not in pages  # the app's own, as through Apache
+
+
+def test_apache_split_uploads_keep_the_proxy_rules(split_spec):
+    site = pm.render_apache_site(pm.build_proxy_model(split_spec))
+    assert '<Proxy "balancer://webrtc-edge-uploads">' in site
+    uploads_pos = site.index('ProxyPassMatch "^/(api\\/uploads)$" "balancer://webrtc-edge-uploads/$1"')
+    assert uploads_pos < site.index('ProxyPass "/api/" "balancer://webrtc-edge-app/api/"')
+    assert 'ProxyPass "/uploads/" "balancer://webrtc-edge-uploads/uploads/"' in site
+    files = site.split('<Location "/uploads/">', 1)[1].split("</Location>", 1)[0]
+    assert "sandbox" in files and "Cache-Control" in files and "Require all denied" in files
+    assert "LimitRequestBody 10551296" in site.split('<Location "/api/">', 1)[1]
+    assert "DocumentRoot" not in site and "Alias /uploads/" not in site
+
+
+def test_nginx_site_golden_split(split_spec):
+    check_golden("nginx-split.conf", pm.render_nginx_site(pm.build_proxy_model(split_spec)))
+
+
+def test_apache_site_golden_split(split_spec):
+    check_golden("apache-split.conf", pm.render_apache_site(pm.build_proxy_model(split_spec)))

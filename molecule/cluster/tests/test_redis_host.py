@@ -1,0 +1,60 @@
+"""cluster verify, on the redis host: redis-server listens on its private
+address (and loopback), never on every address, and refuses clients without
+the password, while the app hosts reach it with the password they were given.
+That it is up is deployment_checks' part (test_deployment.py)."""
+
+from __future__ import annotations
+
+import pytest
+from testinfra_helpers import container_address, inventory_host, inventory_hosts
+
+testinfra_hosts = inventory_hosts("redis")
+APP_HOSTS = inventory_hosts("signaling_app")
+
+# Speaks RESP over a plain socket from an app host (which has no redis-cli):
+# argv[1] = address, argv[2] = password or "" for none; prints the reply to PING.
+RESP_PING = """
+import socket, sys
+with socket.create_connection((sys.argv[1], 6379), timeout=5) as s:
+    f = s.makefile("rwb")
+    if sys.argv[2]:
+        f.write(b"AUTH " + sys.argv[2].encode() + b"\\r\\n"); f.flush()
+        assert f.readline() == b"+OK\\r\\n"
+    f.write(b"PING\\r\\n"); f.flush()
+    print(f.readline().decode().strip())
+"""
+
+
+def redis_ping(app, address: str, password: str) -> str:
+    return app.check_output("python3 -c %s %s %s", RESP_PING, address, password)
+
+
+def app_redis_password(app) -> str:
+    """The password in the app's own config (redis_url = "redis://:PASSWORD@ADDRESS:PORT/DB")."""
+    line = app.check_output("grep '^redis_url' /etc/signaling/signaling.toml")
+    return line.split("://:", 1)[1].rsplit("@", 1)[0]
+
+
+@pytest.fixture
+def address(host) -> str:
+    """The redis host's private address."""
+    return container_address(host.backend.get_hostname())
+
+
+def test_listens_on_the_private_address_not_everywhere(host, address):
+    bound = {s for s in host.socket.get_listening_sockets() if s.endswith(":6379")}
+    assert f"tcp://{address}:6379" in bound
+    assert not bound & {"tcp://0.0.0.0:6379", "tcp://:::6379"}, bound
+
+
+@pytest.mark.parametrize("app_name", APP_HOSTS)
+def test_refuses_clients_without_the_password(address, app_name):
+    reply = redis_ping(inventory_host(app_name), address, "")
+    assert reply.startswith("-NOAUTH"), reply
+
+
+@pytest.mark.parametrize("app_name", APP_HOSTS)
+def test_app_hosts_reach_it_with_their_password(address, app_name):
+    app = inventory_host(app_name)
+    assert app.file("/etc/signaling/signaling.toml").contains(f"@{address}:6379/")
+    assert redis_ping(app, address, app_redis_password(app)) == "+PONG"
