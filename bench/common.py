@@ -210,3 +210,9 @@ def _peer_version() -> str:
         return json.loads((BENCH / "node_modules" / "peer" / "package.json").read_text())["version"]
     except (OSError, ValueError, KeyError):
         return ""
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """``rows`` (the first one the header) as left-aligned text columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

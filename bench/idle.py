@@ -157,8 +157,7 @@ def table(results: list[dict]) -> str:
         rows.append((r["server"], f"{r['opened']:,}", str(r["failed"]), str(r["closed_by_server_while_idle"]),
                      f"{r['setups_per_s']:,.0f}", f"{r['rss_before_kib'] / 1024:.1f} MiB",
                      f"{r['rss_after_kib'] / 1024:.1f} MiB", f"{r['kib_per_connection']:.2f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    return common.table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

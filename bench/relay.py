@@ -312,8 +312,7 @@ def table(summary: dict[str, dict[str, object]]) -> str:
         rows.append((name, f"{s['messages_per_s']:,.0f}", f"{s['rtt_p50_ms']:.2f}", f"{s['rtt_p99_ms']:.2f}",
                      f"{s['server_cpu_pct']:.0f}%", f"{s['messages_per_server_cpu_s']:,.0f}", f"{s['client_cpu_pct']:.0f}%",
                      " ".join(f"{r:,.0f}" for r in s["all_rounds_messages_per_s"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    return common.table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
