@@ -114,6 +114,7 @@ messages = st.fixed_dictionaries(
         "secret": field(strings),
         "id": field(st.integers() | strings),
         "seq": field(st.integers()),
+        "cseq": field(st.integers(0, 4) | st.integers()),
         "from": field(st.sampled_from([SELF, TARGET])),
     },
 )

@@ -43,7 +43,7 @@ async def test_a_waiting_poll_wakes_on_delivery(client, connect, open_poller):
 async def test_batch_and_replies_arrive_through_poll(client, open_poller):
     poller = await open_poller(client)
     assert await poller.send({"type": "ping", "id": 1}, {"type": "join", "room": "r", "role": "host"},
-                             {"type": "nope"}) == {"accepted": 3}
+                             {"type": "nope"}) == {"accepted": 3, "received": 0}
     msgs = await poller.poll()
     assert [m["type"] for m in msgs] == ["pong", "joined", "error"]
     assert [m["seq"] for m in msgs] == [1, 2, 3]
@@ -155,3 +155,13 @@ async def test_polling_flood_is_limited_then_closed(make_client, open_poller):
     assert resp.status == 429
     resp = await client.get(f"/api/sessions/{poller.id}/messages?wait=0", headers=poller.auth)
     assert resp.status == 401
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_cannot_be_decoded_is_a_bad_message(client, open_poller, encoding):
+    """Found by test_fuzz.py: a broken Content-Encoding was a 500."""
+    poller = await open_poller(client)
+    resp = await client.post(f"/api/sessions/{poller.id}/messages", data=b'[{"type":"ping"}]',
+                             headers={**poller.auth, "Content-Encoding": encoding})
+    assert resp.status == 400
+    assert (await resp.json())["code"] == "bad-message"

@@ -20,7 +20,7 @@ async def test_welcome_has_identity_and_settings(client, connect):
 
 async def test_ping_pong_echoes_id(client, connect):
     peer = await connect(client)
-    assert await peer.request("ping", "pong") == {"type": "pong", "seq": 1}
+    assert await peer.request("ping", "pong") == {"type": "pong", "received": 0, "seq": 1}
     assert (await peer.request("ping", "pong", id=7))["ref"] == 7
 
 

@@ -12,6 +12,7 @@ from .config import Settings
 from .hub import Hub
 from .keys import HUB, METRICS, SETTINGS, STATIC_ROOT
 from .metrics import Metrics
+from .web_util import payload_errors
 
 PACKAGED_STATIC = Path(__file__).parent / "static"
 
@@ -37,7 +38,7 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     # Request bodies: uploads stream and check their own limit; the rest is small.
-    middlewares = []
+    middlewares = [payload_errors]
     if settings.redis_url:
         from .cluster import unavailable_middleware
 

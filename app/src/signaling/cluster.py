@@ -79,15 +79,17 @@ class ClusterSession(Session):
         self.gen = 0  # claim generation of the socket holding the session (CLAIM/RELEASE)
 
     def load(self, state: list[Any]) -> None:
-        """Take room, role, name, seq and sent from a CLAIM or HMGET answer."""
+        """Take room, role, name, seq, sent (0-4), recv (6) and the claim
+        generation (7, CLAIM only) from a CLAIM or HMGET answer."""
         room, role, name, seq, sent = (v.decode() if isinstance(v, bytes) else v for v in state[:5])
         self.room = RoomRef(room) if room else None
         self.role = role or None
         self.name = name or ""
         self.seq = int(seq or 0)
         self.sent = int(sent or 0)
-        if len(state) > 6:
-            self.gen = int(state[6])
+        self.received = int(state[6] or 0)
+        if len(state) > 7:
+            self.gen = int(state[7])
 
     async def write(self, seq: int, frame: bytes) -> None:
         self.sent = seq
@@ -124,6 +126,8 @@ class RedisHub(Hub):
         )
         r = self.redis
         self._deliver = r.register_script(lua.DELIVER)
+        self._admit = r.register_script(lua.ADMIT)
+        self._pong = r.register_script(lua.PONG)
         self._relay = r.register_script(lua.RELAY)
         self._join = r.register_script(lua.JOIN)
         self._leave_s = r.register_script(lua.LEAVE)
@@ -260,7 +264,7 @@ class RedisHub(Hub):
         deadline = time.time() + (s.idle_timeout + s.resume_window if ws else s.poll_timeout)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(f"{PREFIX}s:{sess.id}", mapping={
-            "token": sess.token, "room": "", "role": "", "name": "", "seq": 0, "sent": 0,
+            "token": sess.token, "room": "", "role": "", "name": "", "seq": 0, "sent": 0, "recv": 0,
             "inst": self.name if ws else "", "transport": transport,
         })
         pipe.set(f"{PREFIX}t:{sess.token}", sess.id)
@@ -282,7 +286,8 @@ class RedisHub(Hub):
         sid = await self.redis.get(f"{PREFIX}t:{token}")
         if sid is None:
             return None
-        state = await self.redis.hmget(f"{PREFIX}s:{sid.decode()}", "room", "role", "name", "seq", "sent", "token")
+        state = await self.redis.hmget(
+            f"{PREFIX}s:{sid.decode()}", "room", "role", "name", "seq", "sent", "token", "recv")
         if state[3] is None or state[5] != token.encode():
             return None
         sess = ClusterSession("poll", self.settings, time.monotonic())
@@ -354,7 +359,7 @@ class RedisHub(Hub):
             previous.set_result(False)
         waiter = self.waiters[sess.id] = asyncio.get_running_loop().create_future()
         state = await self._claim(args=self._args(sess.id, time.time() + wait + s.poll_timeout))
-        gen = int(state[6]) if state else 0
+        gen = int(state[7]) if state else 0
         last = after
         try:
             entries = await self.redis.xrange(qkey, min=f"{after + 1}-0")
@@ -376,6 +381,9 @@ class RedisHub(Hub):
                 await self._release(args=self._args(sess.id, last, time.time() + s.poll_timeout, gen))
 
     # -- messages --------------------------------------------------------------
+
+    # The scripts of these check and count the client sequence number with the effect.
+    admits_itself = p.RELAYED | {"join", "leave", "ping"}
 
     async def receive(self, sess: Session, msg: Any, now: float) -> bool:
         try:
@@ -406,17 +414,50 @@ class RedisHub(Hub):
         if result:
             await self._local(sess.id, result, prefix)
 
+    async def admit(self, sess: Session, cseq: int) -> int:
+        return self._counted(sess, cseq, await self._admit(args=self._args(sess.id, cseq)))
+
+    @staticmethod
+    def _counted(sess: Session, cseq: Any, verdict: int) -> int:
+        """Mirror in ``sess`` what a script decided about ``cseq`` (for answers
+        that report it, like a polling POST's ``received``)."""
+        if verdict == p.HANDLE and cseq != "":
+            sess.received = int(cseq)
+            sess.gap_noted = False
+        return verdict
+
+    async def pong(self, sess: Session, msg: dict[str, Any]) -> None:
+        cseq = msg.get("cseq") or ""  # null means none given
+        ref = b'"ref":%s,' % p.dumps(msg["id"]) if "id" in msg else b""
+        result = await self._pong(args=self._args(sess.id, cseq, ref))
+        if isinstance(result, int):
+            await self.admitted(sess, self._counted(sess, cseq, -2 - result), msg.get("id"))
+            return
+        self._counted(sess, cseq, p.HANDLE)
+        if result:  # {seq, inst, received}
+            await self._local(sess.id, result[:2], b'{"type":"pong",%s"received":%s,"seq":' % (ref, result[2]))
+
     async def ack(self, sess: Session, seq: int) -> None:
         await self.redis.xtrim(f"{PREFIX}q:{sess.id}", minid=f"{min(seq, sess.sent) + 1}-0")
 
     async def relay(self, sess: Session, kind: str, msg: dict[str, Any], now: float) -> None:
         target = msg["to"]
         ref = msg.get("id")
-        if target == sess.id:
-            raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", ref)
-        prefix = b"%s%s\",\"data\":%s,\"seq\":" % (
-            b'{"type":"%s","from":"' % kind.encode(), sess.id.encode(), p.encode_data(msg))
-        result = await self._relay(args=self._args(sess.id, target, prefix, int(self.settings.public_mode)))
+        cseq = msg.get("cseq") or ""  # null means none given
+        try:
+            if target == sess.id:
+                raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", ref)
+            prefix = b"%s%s\",\"data\":%s,\"seq\":" % (
+                b'{"type":"%s","from":"' % kind.encode(), sess.id.encode(), p.encode_data(msg))
+        except p.ProtocolError:  # refused before the script: count it handled here
+            if cseq != "" and not await self.admitted(sess, await self.admit(sess, cseq), ref):
+                return
+            raise
+        result = await self._relay(args=self._args(sess.id, target, prefix, int(self.settings.public_mode), cseq))
+        if isinstance(result, int) and result <= -3:
+            await self.admitted(sess, self._counted(sess, cseq, -2 - result), ref)
+            return
+        self._counted(sess, cseq, p.HANDLE)
         if result == -1:
             raise p.ProtocolError(p.UNKNOWN_PEER, "no peer with that id", ref)
         if result == -2:
@@ -428,15 +469,22 @@ class RedisHub(Hub):
     async def join(self, sess: Session, msg: dict[str, Any]) -> None:
         s = self.settings
         ref = msg.get("id")
+        cseq = msg.get("cseq") or ""  # null means none given
         if not s.private_mode:
+            if cseq != "" and not await self.admitted(sess, await self.admit(sess, cseq), ref):
+                return
             raise p.ProtocolError(p.FORBIDDEN, "rooms are switched off on this server", ref)
         room, role, name = msg["room"], msg["role"], msg.get("name", "")
         secret = msg.get("secret")
         digest = hashlib.sha256(f"{room}\0{secret}".encode()).hexdigest() if secret is not None else ""
         me = {"id": sess.id, "role": role, "name": name}
         note = prefix_of({"type": "peer-joined", "room": room, "peer": me})
-        result = await self._join(args=self._args(sess.id, room, role, digest, s.room_max_peers, p.dumps(me), note))
+        result = await self._join(args=self._args(sess.id, room, role, digest, s.room_max_peers, p.dumps(me), note, cseq))
         status = result[0].decode()
+        if status in ("repeat", "gap"):
+            await self.admitted(sess, self._counted(sess, cseq, p.REPEAT if status == "repeat" else p.GAP), ref)
+            return
+        self._counted(sess, cseq, p.HANDLE)
         if status == "already":
             raise p.ProtocolError(p.BAD_MESSAGE, f"already in room {result[1].decode()!r}; leave first", ref)
         if status == "gone":
@@ -453,7 +501,12 @@ class RedisHub(Hub):
         await self.deliver(sess, prefix_of(reply))
 
     async def leave(self, sess: Session, msg: dict[str, Any]) -> None:
-        room = await self._leave_s(args=self._args(sess.id))
+        cseq = msg.get("cseq") or ""  # null means none given
+        room = await self._leave_s(args=self._args(sess.id, cseq))
+        if isinstance(room, int):  # 1 repeat, 2 gap
+            await self.admitted(sess, self._counted(sess, cseq, room), msg.get("id"))
+            return
+        self._counted(sess, cseq, p.HANDLE)
         if not room:
             raise p.ProtocolError(p.BAD_MESSAGE, "not in a room", msg.get("id"))
         sess.room, sess.role = None, None

@@ -2,7 +2,8 @@
 
 Key layout (prefix ``P``, default ``sig:``):
 
-* ``P s:<id>``   hash: token, room, role, name, seq, sent, inst, transport
+* ``P s:<id>``   hash: token, room, role, name, seq, sent, inst, transport, recv
+  (highest client sequence number handled), gen (claim generation)
 * ``P t:<token>`` the session id a token belongs to
 * ``P q:<id>``   stream: the session's mailbox; entry id ``<seq>-0``, field ``f`` = frame
 * ``P r:<room>`` hash: secret (a hash of it), host (session id or '')
@@ -38,6 +39,25 @@ local function deliver(id, prefix, to_self)
     redis.call('PUBLISH', P .. 'i:' .. inst, id .. ' ' .. seq .. ' ' .. frame)
   end
   return {seq, inst}
+end
+
+-- A message's client sequence number (ARGV cseq, '' for none), checked and
+-- counted in the same script as the message's effect, so that a message is
+-- handled exactly once even if the instance dies right after: 0 handle it
+-- (now counted), 1 a repeat of one handled, 2 beyond the next one expected.
+local function admit(id, cseq)
+  if cseq == '' then return 0 end
+  local skey = P .. 's:' .. id
+  local r = redis.call('HGET', skey, 'recv')
+  if not r then
+    if redis.call('EXISTS', skey) == 0 then return 0 end  -- gone: the handler says so
+    r = 0
+  end
+  local n = tonumber(cseq)
+  if n <= tonumber(r) then return 1 end
+  if n > tonumber(r) + 1 then return 2 end
+  redis.call('HSET', skey, 'recv', cseq)
+  return 0
 end
 
 local function leave(id, public_again)
@@ -80,9 +100,28 @@ DELIVER = COMMON + r"""
 return deliver(ARGV[4], ARGV[5], false)
 """
 
-# ARGV[4] sender id, ARGV[5] target id, ARGV[6] prefix, ARGV[7] public_mode '1'|'0'
-# -> -1 unknown peer, -2 forbidden, or {seq, inst}
+# ARGV[4] id, ARGV[5] cseq or '' -> 0 handle, 1 repeat, 2 gap (for messages
+# whose effect is not a script of its own: ack, list, refused messages)
+ADMIT = COMMON + r"""
+return admit(ARGV[4], ARGV[5])
+"""
+
+# ARGV[4] id, ARGV[5] cseq or '', ARGV[6] '"ref":<JSON>,' or ''
+# -> -3 repeat, -4 gap, {seq, inst, received}, or nil when the session is gone
+PONG = COMMON + r"""
+local verdict = admit(ARGV[4], ARGV[5])
+if verdict ~= 0 then return -3 - (verdict - 1) end
+local received = redis.call('HGET', P .. 's:' .. ARGV[4], 'recv') or '0'
+local out = deliver(ARGV[4], '{"type":"pong",' .. ARGV[6] .. '"received":' .. received .. ',"seq":', false)
+if out then out[3] = received end
+return out
+"""
+
+# ARGV[4] sender id, ARGV[5] target id, ARGV[6] prefix, ARGV[7] public_mode '1'|'0',
+# ARGV[8] cseq or '' -> -1 unknown peer, -2 forbidden, -3 repeat, -4 gap, or {seq, inst}
 RELAY = COMMON + r"""
+local verdict = admit(ARGV[4], ARGV[8])
+if verdict ~= 0 then return -3 - (verdict - 1) end
 local sender = redis.call('HMGET', P .. 's:' .. ARGV[4], 'room', 'role')
 local target = redis.call('HMGET', P .. 's:' .. ARGV[5], 'inst', 'room', 'role')
 if not target[1] then return -1 end
@@ -100,10 +139,13 @@ return deliver(ARGV[5], ARGV[6], false)
 """
 
 # ARGV[4] id, [5] room, [6] role, [7] secret hash or '', [8] room limit,
-# [9] member JSON, [10] peer-joined prefix
-# -> {'ok', id1, json1, ...visible} or {error code}
+# [9] member JSON, [10] peer-joined prefix, [11] cseq or ''
+# -> {'ok', id1, json1, ...visible} or {error code} ('repeat' and 'gap' among them)
 JOIN = COMMON + r"""
 local id, room, role = ARGV[4], ARGV[5], ARGV[6]
+local verdict = admit(id, ARGV[11])
+if verdict == 1 then return {'repeat'} end
+if verdict == 2 then return {'gap'} end
 local skey, rkey, mkey = P .. 's:' .. id, P .. 'r:' .. room, P .. 'm:' .. room
 local current = redis.call('HGET', skey, 'room')
 if not current then return {'gone'} end
@@ -133,8 +175,10 @@ for _, v in ipairs(visible) do out[#out + 1] = v end
 return out
 """
 
-# ARGV[4] id -> room name or false
+# ARGV[4] id, ARGV[5] cseq or '' -> room name, false (in no room), 1 repeat or 2 gap
 LEAVE = COMMON + r"""
+local verdict = admit(ARGV[4], ARGV[5])
+if verdict ~= 0 then return verdict end
 return leave(ARGV[4], true)
 """
 
@@ -151,14 +195,16 @@ return due
 """
 
 # Take a session over for this instance (resume, or a long-poll waiting here).
-# ARGV[4] id, ARGV[5] deadline -> {room, role, name, seq, sent, previous inst} or false
+# ARGV[4] id, ARGV[5] deadline
+# -> {room, role, name, seq, sent, previous inst, recv, generation} or false
 CLAIM = COMMON + r"""
 local skey = P .. 's:' .. ARGV[4]
-local s = redis.call('HMGET', skey, 'room', 'role', 'name', 'seq', 'sent', 'inst')
+local s = redis.call('HMGET', skey, 'room', 'role', 'name', 'seq', 'sent', 'inst', 'recv')
 if not s[4] then return false end
 redis.call('HSET', skey, 'inst', SELF)
 redis.call('ZADD', P .. 'exp', ARGV[5], ARGV[4])
-s[7] = redis.call('HINCRBY', skey, 'gen', 1)
+s[7] = s[7] or '0'
+s[8] = redis.call('HINCRBY', skey, 'gen', 1)
 return s
 """
 

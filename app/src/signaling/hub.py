@@ -25,7 +25,6 @@ log = logging.getLogger("signaling.hub")
 
 # Prefixes of relayed messages, built once: b'{"type":"offer","from":"'.
 _RELAY_HEAD = {kind: b'{"type":"%s","from":"' % kind.encode() for kind in p.RELAYED}
-PONG = b'{"type":"pong","seq":'
 
 
 class Hub:
@@ -153,6 +152,11 @@ class Hub:
         self.metrics.errors[code] += 1
         await self.deliver(sess, prefix_of(p.error(code, message, ref)))
 
+    # Message types whose handler checks the client sequence number itself, in
+    # the same atomic step as its effect (the Redis hub). The others are
+    # admitted by ``receive`` before they are handled.
+    admits_itself: frozenset[str] = frozenset()
+
     async def receive(self, sess: Session, msg: Any, now: float) -> bool:
         """Handle one decoded message from ``sess``. False means: close it (abuse)."""
         s = self.settings
@@ -164,12 +168,21 @@ class Hub:
                 await self.deliver(sess, prefix_of(p.error(p.RATE_LIMITED, f"more than {s.rate_limit:g} messages/s")))
             return True
         try:
-            msg = p.validate(msg)
+            cseq = p.cseq_of(msg)
+            try:
+                msg = p.validate(msg)
+            except p.ProtocolError:  # a refused message counts as handled too
+                if cseq is not None and not await self.admitted(sess, await self.admit(sess, cseq)):
+                    return True
+                raise
             kind = msg["type"]
+            if cseq is not None and kind not in self.admits_itself:
+                if not await self.admitted(sess, await self.admit(sess, cseq), msg.get("id")):
+                    return True
             if kind in p.RELAYED:
                 await self.relay(sess, kind, msg, now)
             elif kind == "ping":
-                await self.deliver(sess, PONG if "id" not in msg else prefix_of({"type": "pong", "ref": msg["id"]}))
+                await self.pong(sess, msg)
             elif kind == "join":
                 await self.join(sess, msg)
             elif kind == "leave":
@@ -181,6 +194,28 @@ class Hub:
         except p.ProtocolError as exc:
             await self.error(sess, exc.code, exc.message, exc.ref)
         return True
+
+    async def admit(self, sess: Session, cseq: int) -> int:
+        """Count ``cseq`` handled if it is the next one expected (p.HANDLE), or say
+        why not (p.REPEAT, p.GAP)."""
+        return sess.admit(cseq)
+
+    async def admitted(self, sess: Session, verdict: int, ref: Any = None) -> bool:
+        """True to go on with a message; else answer as docs/protocol.md says:
+        nothing for a repeat, ``out-of-order`` once per gap."""
+        if verdict == p.HANDLE:
+            return True
+        if verdict == p.GAP and not sess.gap_noted:
+            sess.gap_noted = True
+            await self.error(sess, p.OUT_OF_ORDER,
+                             "'cseq' skips ahead; send a ping and resend what follows the pong's 'received'", ref)
+        return False
+
+    async def pong(self, sess: Session, msg: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"type": "pong", "received": sess.received}
+        if "id" in msg:
+            reply["ref"] = msg["id"]
+        await self.deliver(sess, prefix_of(reply))
 
     async def ack(self, sess: Session, seq: int) -> None:
         """The client has everything up to ``seq``: forget it."""

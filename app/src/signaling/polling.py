@@ -69,7 +69,7 @@ async def send(request: web.Request) -> web.Response:
         if not await hub.receive(sess, item, now):
             await hub.close(sess)
             return error_response(p.RATE_LIMITED, "persistent flooding: session closed")
-    return json_response({"accepted": len(items)}, status=202)
+    return json_response({"accepted": len(items), "received": sess.received}, status=202)
 
 
 async def receive(request: web.Request) -> web.Response:

@@ -26,10 +26,17 @@ BAD_SECRET: Final = "bad-secret"
 RATE_LIMITED: Final = "rate-limited"
 UNAUTHORIZED: Final = "unauthorized"
 UNAVAILABLE: Final = "unavailable"   # cluster mode: Redis cannot be reached; retry
+OUT_OF_ORDER: Final = "out-of-order"  # a cseq beyond the next one expected; not handled
 ERROR_CODES: Final = (
     BAD_JSON, BAD_MESSAGE, TOO_LARGE, UNKNOWN_PEER, FORBIDDEN, ROOM_FULL,
-    ROOM_HAS_HOST, BAD_SECRET, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE,
+    ROOM_HAS_HOST, BAD_SECRET, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, OUT_OF_ORDER,
 )
+
+# What the server does with a message's client sequence number (``cseq``).
+HANDLE: Final = 0   # the next one expected, or none given: handle it
+REPEAT: Final = 1   # already handled (a resend): drop it silently
+GAP: Final = 2      # beyond the next one expected: refuse it (OUT_OF_ORDER)
+MAX_CSEQ: Final = 2**53
 
 RELAYED: Final = frozenset(("offer", "answer", "candidate", "bye"))
 ROLES: Final = ("host", "participant")
@@ -81,6 +88,22 @@ def _ref(msg: dict[str, Any]) -> Any:
     if isinstance(ref, int) and not -(2**53) <= ref <= 2**53:
         raise ProtocolError(BAD_MESSAGE, "'id' is out of range")
     return ref
+
+
+def cseq_of(msg: Any) -> int | None:
+    """The message's client sequence number: a positive integer, or None when it has none.
+
+    Checked before anything else, so that a message refused for another
+    reason still counts as handled (docs/protocol.md, "Reliable sending").
+    """
+    if not isinstance(msg, dict):
+        return None
+    cseq = msg.get("cseq")
+    if cseq is None:
+        return None
+    if isinstance(cseq, bool) or not isinstance(cseq, int) or not 0 < cseq <= MAX_CSEQ:
+        raise ProtocolError(BAD_MESSAGE, f"'cseq' must be an integer from 1 to {MAX_CSEQ}", _ref(msg))
+    return cseq
 
 
 def _string(msg: dict[str, Any], key: str, limit: int, ref: Any, required: bool = True) -> str | None:

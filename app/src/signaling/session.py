@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType
 from aiohttp.client_exceptions import ClientConnectionResetError
 
-from .protocol import dumps
+from .protocol import GAP, HANDLE, REPEAT, dumps
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -43,6 +43,7 @@ class Session:
         "seq", "sent", "queue", "ws", "waiter",
         "last_rx", "last_ping", "detached_at", "polling",
         "tokens", "refilled", "strikes", "strike_start", "closed",
+        "received", "gap_noted",
     )
 
     def __init__(self, transport: str, queue_size: int, now: float, burst: int) -> None:
@@ -66,6 +67,8 @@ class Session:
         self.strikes = 0
         self.strike_start = now
         self.closed = False
+        self.received = 0       # highest client sequence number (cseq) handled
+        self.gap_noted = False  # an out-of-order error was sent for the current gap
 
     def __repr__(self) -> str:  # never shows the token
         return f"<Session {self.id} {self.transport} room={self.room and self.room.name}>"
@@ -123,6 +126,19 @@ class Session:
     def detach(self, now: float) -> None:
         self.ws = None
         self.detached_at = now
+
+    # -- client sequence numbers ----------------------------------------------
+
+    def admit(self, cseq: int) -> int:
+        """HANDLE the next expected ``cseq`` (and count it handled), or say
+        it is a REPEAT of one handled or leaves a GAP (protocol.py)."""
+        if cseq <= self.received:
+            return REPEAT
+        if cseq > self.received + 1:
+            return GAP
+        self.received = cseq
+        self.gap_noted = False
+        return HANDLE
 
     # -- rate limit ----------------------------------------------------------
 

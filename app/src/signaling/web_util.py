@@ -7,6 +7,8 @@ from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 from yarl import URL
 
 from . import protocol as p
@@ -25,6 +27,17 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(code: str, message: str, status: int | None = None) -> web.Response:
     return json_response(p.error(code, message), STATUS.get(code, 400) if status is None else status)
+
+
+@web.middleware
+async def payload_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body that cannot be read (a broken ``Content-Encoding``, a cut-off chunk)
+    is the client's fault: 400 ``bad-message``, not a 500. Handlers read the
+    whole body before acting on it, so nothing was half done."""
+    try:
+        return await handler(request)
+    except RequestPayloadError:
+        return error_response(p.BAD_MESSAGE, "the request body cannot be read (broken Content-Encoding?)")
 
 
 @lru_cache(maxsize=64)

@@ -37,7 +37,8 @@ def welcome(sess: Session, settings, lost: int | None = None) -> dict:
         "ice_servers": ice_servers(settings, sess.id, time.time()),
     }
     if lost is not None:  # a resume
-        msg.update(resumed=True, room=sess.room and sess.room.name, role=sess.role, lost=lost)
+        msg.update(resumed=True, room=sess.room and sess.room.name, role=sess.role, lost=lost,
+                   received=sess.received)
     return msg
 
 
