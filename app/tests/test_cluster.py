@@ -246,3 +246,13 @@ async def test_polling_answers_503_while_redis_is_away(aiohttp_client, redis_ser
         await asyncio.sleep(0.2)
     assert resp.status == 200, await resp.text()
     link.close()
+
+
+async def test_a_burst_beyond_the_redis_pool_queues_instead_of_failing(aiohttp_client, redis_url):
+    """More requests at once than the instance has Redis connections (a proxy reload
+    sending every peer back together) wait for a connection: none gets 503."""
+    from signaling.cluster import REDIS_CONNECTIONS
+
+    client = await aiohttp_client(create_app(config.make(redis_url=redis_url)))
+    answers = await asyncio.gather(*(client.post("/api/sessions") for _ in range(3 * REDIS_CONNECTIONS)))
+    assert sorted({r.status for r in answers}) == [201]

@@ -38,6 +38,7 @@ log = logging.getLogger("signaling.cluster")
 
 PREFIX = "sig:"
 REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+REDIS_CONNECTIONS = 64  # per instance; Redis allows 10,000 clients
 
 
 @web.middleware
@@ -121,9 +122,14 @@ class RedisHub(Hub):
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        self.redis = aioredis.from_url(
-            self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
+        # A blocking pool: a burst of work (hundreds of peers resuming at once after a
+        # proxy reload) queues for a connection instead of failing with "Too many
+        # connections", the plain pool's answer beyond its size.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5,
+            socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
         )
+        self.redis = aioredis.Redis.from_pool(pool)
         r = self.redis
         self._deliver = r.register_script(lua.DELIVER)
         self._admit = r.register_script(lua.ADMIT)
