@@ -7,9 +7,16 @@ carries the strict Content-Security-Policy the proxy sets in production (as a
 
 Test hooks used (see static/README.md): ``window.webrtcEdge`` (id, transport,
 signaling, mode, peers: Map(peerId -> {connectionState, framesDecoded}),
-stats, errors, cspViolations, drop()), ``data-state`` on each remote tile and
-the URL parameters ``call``, ``room``, ``role``, ``name``, ``secret``,
-``transport`` and ``autoanswer``.
+stats, errors, cspViolations, drop(), signalingClient), ``data-state`` on each
+remote tile and the URL parameters ``call``, ``room``, ``role``, ``name``,
+``secret``, ``transport`` and ``autoanswer``.
+
+The reliable-sending tests (docs/protocol.md, "Reliable sending") put
+Playwright between the page and the real server to break the link the way
+networks do: WebSocket frames the page writes that never arrive, answers that
+never come back, polling POSTs whose answer is lost after the server handled
+them. The receiving page counts numbered ``candidate`` messages: each must
+arrive exactly once, in order.
 
 Screenshots go to $SIGNALING_BROWSER_ARTIFACTS when set, else to a pytest
 temporary directory.
@@ -17,6 +24,7 @@ temporary directory.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import socket
@@ -219,6 +227,107 @@ def clients(browser, server) -> Iterator[Callable[..., Client]]:
         client.close()
 
 
+# ---- breaking the link between a page and the server ---------------------------------------
+
+
+class RoutedSockets:
+    """Carries a page's WebSockets through Playwright to the real server.
+
+    Each new socket starts healthy. ``up = False`` makes the current one drop
+    what the page writes (kept in ``swallowed``), as a link that died under
+    it; ``lose`` names cseqs whose frame is dropped once on a live link;
+    ``down = False`` drops what the server sends (so no ``pong`` or
+    ``received`` reaches the page); ``block = True`` refuses every socket
+    opened from then on, as a proxy that breaks upgrades. ``urls`` lists
+    every socket the page tried to open.
+    """
+
+    def __init__(self, page, block: bool = False) -> None:
+        self.up = self.down = True
+        self.block = block
+        self.lose: set[int] = set()
+        self.swallowed: list[dict] = []
+        self.urls: list[str] = []
+        page.route_web_socket("**/ws*", self._route)
+
+    def _route(self, ws) -> None:
+        self.urls.append(ws.url)
+        if self.block:
+            ws.close(code=1011, reason="blocked")
+            return
+        self.up = self.down = True
+        server = ws.connect_to_server()
+
+        def from_page(text: str) -> None:
+            msg = json.loads(text)
+            if self.up and msg.get("cseq") not in self.lose:
+                server.send(text)
+                return
+            self.lose.discard(msg.get("cseq"))
+            self.swallowed.append(msg)
+
+        ws.on_message(from_page)
+        server.on_message(lambda text: ws.send(text) if self.down else None)
+
+
+class LossyPosts:
+    """Breaks a polling page's message POSTs that carry ``candidate``s, one
+    per entry of ``faults``, in order: ``"answer"`` lets the server handle the
+    POST and then loses its answer (the page sees a network error);
+    ``"request"`` loses the POST before it reaches the server. Every POST
+    body is kept in ``bodies``."""
+
+    def __init__(self, page, faults: list[str]) -> None:
+        self.faults = list(faults)
+        self.bodies: list[list[dict]] = []
+        page.route("**/api/sessions/*/messages*", self._route)
+
+    def _route(self, route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        body = json.loads(route.request.post_data)
+        self.bodies.append(body)
+        if self.faults and any(m.get("type") == "candidate" for m in body):
+            if self.faults.pop(0) == "answer":
+                route.fetch()  # handled by the real server...
+            route.abort("connectionreset")  # ...but the page never hears of it
+            return
+        route.continue_()
+
+    def cseqs(self) -> dict[int, set[int]]:
+        """Candidate number -> every cseq it was POSTed with."""
+        seen: dict[int, set[int]] = collections.defaultdict(set)
+        for body in self.bodies:
+            for m in body:
+                if m.get("type") == "candidate":
+                    seen[m["data"]["n"]].add(m["cseq"])
+        return seen
+
+
+def count_candidates(receiver: Client) -> None:
+    """From now on the receiver's page records the ``n`` of every ``candidate`` it gets."""
+    receiver.js("""(() => { window.candidates = [];
+        webrtcEdge.signalingClient.addEventListener('message', (ev) => {
+            if (ev.detail.type === 'candidate') window.candidates.push(ev.detail.data.n); }); })()""")
+
+
+def send_candidates(sender: Client, to: str, numbers: range, then_drop: bool = False) -> None:
+    """``sig.send`` a ``candidate`` numbered n to ``to`` for each n, in one go (then ``drop()``)."""
+    sender.page.evaluate("""([to, first, last, drop]) => {
+        for (let n = first; n <= last; n++) webrtcEdge.signalingClient.send({type: 'candidate', to, data: {n}});
+        if (drop) webrtcEdge.drop();
+    }""", [to, numbers.start, numbers.stop - 1, then_drop])
+
+
+def assert_delivered_once_in_order(sender: Client, receiver: Client, count: int) -> None:
+    """Once the server confirmed all the sender sent, the receiver got 1..count, each once, in order."""
+    sender.wait("webrtcEdge.signalingClient.unconfirmed === 0", what="the server confirming every message")
+    receiver.wait(f"window.candidates.length >= {count}", what=f"{count} candidates")
+    time.sleep(1)  # a duplicate would arrive right behind
+    assert receiver.js("window.candidates") == list(range(1, count + 1))
+
+
 # ---- tests ------------------------------------------------------------------------------
 
 
@@ -317,7 +426,7 @@ def test_fallback_to_polling_when_websocket_fails(clients, shots) -> None:
     a = clients("a")
     # Every WebSocket this page opens is refused before it opens (as a proxy
     # that breaks upgrades would), so the client must fall back by itself.
-    a.page.route_web_socket("**/ws*", lambda ws: ws.close(code=1011, reason="blocked"))
+    RoutedSockets(a.page, block=True)
     a.open("?autoanswer=1")
     assert a.js("webrtcEdge.transport") == "polling"
     assert a.js("webrtcEdge.stats.fallbacks") >= 1
@@ -416,26 +525,18 @@ def test_server_restart_gives_new_sessions_and_rejoins_the_room(clients, own_ser
 @needs_route_web_socket
 def test_websocket_blocked_after_a_drop_carries_the_session_on_over_polling(clients) -> None:
     a = clients("a")
-    opened = []
-
-    def only_first_websocket(ws) -> None:
-        opened.append(ws.url)
-        if len(opened) == 1:
-            ws.connect_to_server()
-        else:
-            ws.close(code=1011, reason="blocked")
-
-    a.page.route_web_socket("**/ws*", only_first_websocket)
+    link = RoutedSockets(a.page)
     a.open("?autoanswer=1")
     assert a.js("webrtcEdge.transport") == "websocket"
     b = clients("b").open(f"?call={a.id}")
     a.wait_media()
     b.wait_media()
     a_id = a.id
+    link.block = True  # only the first WebSocket worked
     a.js("webrtcEdge.drop()")
     a.wait("webrtcEdge.transport === 'polling' && webrtcEdge.signaling === 'open'", what="the switch to polling")
     assert a.id == a_id, "the same session must carry on"
-    assert any("resume=" in url for url in opened[1:])
+    assert any("resume=" in url for url in link.urls[1:])
     assert a.peers()[b.id]["connectionState"] == "connected"
     b.page.click("#hangup")
     a.wait("window.webrtcEdge.peers.size === 0", what="the bye over polling")
@@ -458,3 +559,118 @@ def test_receive_only_caller_without_camera(clients) -> None:
     a.wait("[...window.webrtcEdge.peers.values()].some(p => p.connectionState === 'connected')",
            what="A connected")
     assert b.js("document.getElementById('local-tile').hidden") is True
+
+
+# ---- reliable sending (cseq) ----------------------------------------------------------------
+
+
+@needs_route_web_socket
+@pytest.mark.parametrize("resume_over", ["websocket", "polling"])
+def test_messages_written_to_a_dying_socket_arrive_once_in_order(clients, resume_over) -> None:
+    """What the page wrote to a socket that then died is sent again after the
+    resume (over WebSocket, or carried on over long-polling with the same
+    count) and reaches the peer once, in order."""
+    a = clients("a")
+    link = RoutedSockets(a.page)
+    a.open()
+    b = clients("b").open()
+    count_candidates(b)
+    a_id = a.id
+    send_candidates(a, b.id, range(1, 11))
+    b.wait("window.candidates.length === 10", what="the first 10 candidates")
+    link.up = False  # the link dies: what the page writes from now on is lost
+    link.block = resume_over == "polling"
+    send_candidates(a, b.id, range(11, 41), then_drop=True)
+    a.wait(f"webrtcEdge.signaling === 'open' && webrtcEdge.transport === '{resume_over}' "
+           "&& webrtcEdge.stats.resumes >= 1", what=f"the resume over {resume_over}")
+    assert_delivered_once_in_order(a, b, 40)
+    assert [m["cseq"] for m in link.swallowed if m["type"] == "candidate"] == list(range(11, 41))
+    assert a.js("webrtcEdge.stats.resent") >= 30
+    assert a.id == a_id and a.js("webrtcEdge.stats.sessions") == 1
+    a.assert_clean()
+
+
+@needs_route_web_socket
+def test_resending_everything_kept_delivers_nothing_twice(clients) -> None:
+    """The server handled all 40 but no confirmation reached the page; the
+    page carries its session on over long-polling, which knows nothing of
+    ``received``, and so sends all 40 again: the peer still gets each once.
+    The next messages continue the count on the new transport."""
+    a = clients("a")
+    link = RoutedSockets(a.page)
+    a.open()
+    b = clients("b").open()
+    count_candidates(b)
+    link.down = False  # nothing from the server reaches A: no pong, no received
+    send_candidates(a, b.id, range(1, 41))
+    b.wait("window.candidates.length === 40", what="40 candidates handled by the server")
+    time.sleep(1.5)  # A's confirming pings went out; their pongs were lost
+    assert a.js("webrtcEdge.signalingClient.unconfirmed") == 40
+    link.block = True
+    a.js("webrtcEdge.drop()")
+    a.wait("webrtcEdge.signaling === 'open' && webrtcEdge.transport === 'polling'", what="the switch to polling")
+    a.wait("webrtcEdge.signalingClient.unconfirmed === 0", what="the server confirming every message")
+    assert a.js("webrtcEdge.stats.resent") > 0  # each one a repeat: the server had handled all 40
+    send_candidates(a, b.id, range(41, 46))
+    assert_delivered_once_in_order(a, b, 45)
+    a.assert_clean()
+
+
+def test_polling_post_whose_answer_is_lost_is_not_delivered_twice(clients) -> None:
+    """Long-polling: a POST the server handled but whose answer was lost, and
+    one that never reached the server, are both sent again with the same
+    cseqs; the peer gets every message once, in order."""
+    a = clients("a")
+    posts = LossyPosts(a.page, ["answer", "request", "answer"])
+    a.open("?transport=polling")
+    b = clients("b").open()
+    count_candidates(b)
+    send_candidates(a, b.id, range(1, 41))
+    assert_delivered_once_in_order(a, b, 40)
+    assert not posts.faults, "every fault was injected"
+    cseqs = posts.cseqs()
+    assert all(len(seen) == 1 for seen in cseqs.values()), cseqs  # a resend keeps its cseq
+    assert sorted(c for seen in cseqs.values() for c in seen) == list(range(1, 41))
+    assert a.js("webrtcEdge.stats.resent") >= 1
+    assert a.js("webrtcEdge.transport") == "polling"
+    a.assert_clean()
+
+
+@needs_route_web_socket
+def test_a_gap_on_a_live_socket_is_resent_quietly(clients) -> None:
+    """One frame lost on a live socket (cseq 5): the server refuses the next
+    one as ``out-of-order`` and drops those after it; the page pings 200 ms
+    later, the pong's ``received`` (4) shows what was not handled, and the
+    page sends 5 to 10 again on the same socket. Each arrives once, in order,
+    and the page shows no error."""
+    a = clients("a")
+    link = RoutedSockets(a.page)
+    a.open()
+    b = clients("b").open()
+    count_candidates(b)
+    link.lose = {5}
+    send_candidates(a, b.id, range(1, 11))
+    assert_delivered_once_in_order(a, b, 10)
+    assert [m["cseq"] for m in link.swallowed] == [5]
+    assert [e["code"] for e in a.js("webrtcEdge.errors")] == ["out-of-order"]
+    assert a.js("webrtcEdge.stats.resent") >= 6
+    assert a.js("webrtcEdge.stats.drops") == 0  # recovered by ping and pong, not by a resume
+    assert a.page.inner_text("#toasts") == ""
+    a.assert_clean()
+
+
+def test_a_burst_over_the_rate_limit_is_resent_quietly(clients) -> None:
+    """120 messages at once, past the server's burst allowance (100): it
+    refuses the excess with ``rate-limited``. The page sends what was not
+    handled again (after a ping and its pong, or, if the server closed the
+    socket for flooding, after the resume). Each arrives once, in order, and
+    the page shows no error."""
+    a = clients("a").open()
+    b = clients("b").open()
+    count_candidates(b)
+    send_candidates(a, b.id, range(1, 121))
+    assert_delivered_once_in_order(a, b, 120)
+    assert "rate-limited" in {e["code"] for e in a.js("webrtcEdge.errors")}
+    assert a.js("webrtcEdge.stats.resent") >= 20
+    assert a.page.inner_text("#toasts") == ""
+    a.assert_clean()

@@ -13,8 +13,8 @@
 // and on each remote tile <figure class="tile remote" data-peer-id data-state
 // data-frames data-video-frames data-role>.
 
-import { Signaling } from "./signaling.js?v=2";
-import { PeerCall, fetchIceServers } from "./call.js?v=2";
+import { Signaling, RESENT_CODES } from "./signaling.js?v=3";
+import { PeerCall, fetchIceServers } from "./call.js?v=3";
 
 const $ = (id) => document.getElementById(id);
 const PEER_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -516,7 +516,6 @@ const ERROR_TEXT = {
   "room-full": "The room is full.",
   "room-has-host": "The room already has a host.",
   "bad-secret": "Wrong or missing room secret.",
-  "rate-limited": "Slow down: too many messages.",
   unauthorized: "Session expired.",
 };
 
@@ -524,6 +523,7 @@ function onServerError(msg) {
   hooks.errors.push(msg);
   const about = msg.ref !== undefined ? refs.get(msg.ref) : undefined;
   log(`error ${msg.code}: ${msg.message || ""}`);
+  if (RESENT_CODES.has(msg.code)) return; // the client sends the message again by itself
   const joinCodes = ["bad-secret", "room-full", "room-has-host"];
   if (about?.kind === "join" || (about === undefined && mode === "joining" && joinCodes.includes(msg.code))) {
     toast(`Could not join: ${ERROR_TEXT[msg.code] || msg.message || msg.code}`, "error");
@@ -538,7 +538,7 @@ function onServerError(msg) {
     }
     return;
   }
-  if (msg.code !== "rate-limited") toast(ERROR_TEXT[msg.code] || msg.message || msg.code, "error");
+  toast(ERROR_TEXT[msg.code] || msg.message || msg.code, "error");
 }
 
 // ---- signaling events ------------------------------------------------------------------

@@ -4,7 +4,21 @@
 // and falls back to HTTP long-polling (`/api/sessions...`) when the WebSocket
 // cannot be opened. After a drop it resumes the same session
 // (`/ws?resume=<token>&ack=<seq>`), so the id, room and role survive and no
-// message is lost; messages sent while disconnected wait in an outbox.
+// message from the server is lost.
+//
+// Sending is exactly-once too ("Reliable sending" in docs/protocol.md): send()
+// numbers each message with `cseq` (1, 2, 3... per session, across resumes and
+// transports) and keeps it until a `received` covers it (in a `pong`, a
+// resumed `welcome`, a polling `202`). The server handles each `cseq` once and
+// in order, so what is kept can always be sent again, and is, in order: after
+// a resume (what the welcome's `received` does not cover), after a polling
+// POST that failed or got 5xx/429 (the same batch), and when the server
+// skipped something: an `unavailable`, `out-of-order` or `rate-limited` error
+// (the client pings 200 ms later), or a pong whose `received` is below the
+// highest `cseq` written before its ping. While messages are unconfirmed on a
+// WebSocket, a `ping` every second gets them confirmed. Messages sent while
+// disconnected are kept the same way; a new session drops them (they were
+// addressed to the old one) and counts from 1 again.
 //
 // Events (all CustomEvent, payload in `detail`):
 //   "state"        {state, transport}   idle|connecting|open|reconnecting|closed
@@ -14,6 +28,8 @@
 //   "message"      one server message (never `welcome`), in `seq` order, once
 //   "session-lost" {reason}  the old session is gone; a new one is being made
 //   "lost"         {lost}    polling: that many queued messages were pushed out
+//
+// `unconfirmed`: how many sent messages the server has not confirmed yet.
 
 const OPEN_TIMEOUT_MS = 6000;     // WebSocket must open and send `welcome` within this
 const BACKOFF_MIN_MS = 400;
@@ -23,6 +39,12 @@ const POLL_GRACE_MS = 15000;      // client-side abort if a poll hangs past wait
 const ACK_DELAY_MS = 1500;        // WebSocket: batch `ack` messages
 const MAX_BATCH_BYTES = 60 * 1024; // polling: bytes per POST body
 const MAX_BATCH_COUNT = 32;       // polling: messages per POST body
+const MAX_MESSAGE_BYTES = 64 * 1024; // the server's `max_message_size` (protocol default)
+const CONFIRM_EVERY_MS = 1000;    // WebSocket: ping this often while messages are unconfirmed
+const RESYNC_DELAY_MS = 200;      // after an error that says a message was not handled
+
+/** Error codes that say a message was not handled; the client sends it again by itself. */
+export const RESENT_CODES = new Set(["unavailable", "out-of-order", "rate-limited"]);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -59,10 +81,13 @@ export class Signaling extends EventTarget {
     this.resumeWindow = 60;
     this.iceServers = [];
     this.lastSeq = 0;          // highest seq processed
-    this.stats = { connects: 0, resumes: 0, fallbacks: 0, drops: 0, lost: 0, sessions: 0 };
+    this.stats = { connects: 0, resumes: 0, fallbacks: 0, drops: 0, lost: 0, sessions: 0, resent: 0 };
 
     this._wanted = false;      // connect() called and close() not called
-    this._outbox = [];         // messages waiting for a connection
+    this._kept = [];           // {cseq, id, text, sent}: sent or to send, not confirmed yet, in cseq order
+    this._cseq = 0;            // last cseq given out in this session
+    this._written = 0;         // WebSocket: highest cseq written in this round
+    this._round = 0;           // WebSocket: bumped when everything kept is written again
     this._msgId = 0;
     this._attempt = 0;         // reconnect attempt counter (backoff)
     this._droppedAt = 0;       // when the current outage started
@@ -70,6 +95,8 @@ export class Signaling extends EventTarget {
     this._ackedSeq = 0;
     this._ackTimer = null;
     this._pingTimer = null;
+    this._confirmTimer = null;
+    this._resyncTimer = null;
     this._lastRx = 0;
     this._pollGen = 0;         // bumping it stops the running poll loop
     this._pollAbort = null;
@@ -91,16 +118,32 @@ export class Signaling extends EventTarget {
   }
 
   /**
-   * Send one client message. Adds a numeric `id` (echoed as `ref` in replies
-   * and errors) unless the message has one; returns that id. Messages sent
-   * while disconnected are queued and sent, in order, after the resume.
+   * Send one client message, exactly once and in order. Adds a numeric `id`
+   * (echoed as `ref` in replies and errors) unless the message has one, and
+   * the next `cseq`; returns the id. The message is kept until the server
+   * confirms it, and sent again when it may not have been handled; messages
+   * sent while disconnected go out, in order, after the resume. One larger
+   * than the server takes is not sent: a local `too-large` error reports it.
    */
   send(message) {
     const msg = { ...message };
     if (msg.id === undefined && msg.type !== "ack") msg.id = ++this._msgId;
-    this._outbox.push(msg);
+    const text = JSON.stringify({ ...msg, cseq: this._cseq + 1 });
+    if (new TextEncoder().encode(text).length > MAX_MESSAGE_BYTES) {
+      // The server would refuse it without counting its cseq, and every
+      // later message would wait behind it.
+      const message = `message is larger than ${MAX_MESSAGE_BYTES} bytes`;
+      this._deliverLocal({ type: "error", code: "too-large", message, ref: msg.id });
+      return msg.id;
+    }
+    this._kept.push({ cseq: ++this._cseq, id: msg.id, text, sent: false });
     this._flush();
     return msg.id;
+  }
+
+  /** How many sent messages the server has not confirmed yet. */
+  get unconfirmed() {
+    return this._kept.length;
   }
 
   /** Leave for good: close the WebSocket (1000) or DELETE the polling session. */
@@ -118,12 +161,7 @@ export class Signaling extends EventTarget {
     if (this.transport === "polling" && this.id) {
       this._pollGen++;
       this._pollAbort?.abort();
-      if (this._outbox.length) {
-        fetch(this._url(`/api/sessions/${encodeURIComponent(this.id)}/messages`), {
-          method: "POST", headers: this._authHeaders({ "Content-Type": "application/json" }),
-          body: JSON.stringify(takeBatch(this._outbox)), keepalive: true,
-        }).catch(() => {});
-      }
+      if (this._kept.length) this._post(takeBatch(this._kept), { keepalive: true }).catch(() => {});
       fetch(this._url(`/api/sessions/${encodeURIComponent(this.id)}`), {
         method: "DELETE", headers: this._authHeaders(), keepalive: true,
       }).catch(() => {});
@@ -190,9 +228,16 @@ export class Signaling extends EventTarget {
     this._pollGen++;
     this._pollAbort?.abort();
     if (this._ws) { const ws = this._ws; this._ws = null; this._detach(ws); try { ws.close(1000); } catch { /* gone */ } }
-    this._outbox = [];  // addressed to the old world (peer ids, room state)
+    this._forgetSends();
     this.dispatchEvent(new CustomEvent("session-lost", { detail: { reason, id: this.id } }));
     this._startSession();
+  }
+
+  /** A new session: what was kept is addressed to the old world (peer ids, room state); count from 1. */
+  _forgetSends() {
+    this._kept = [];
+    this._cseq = 0;
+    this._written = 0;
   }
 
   _resumeWindowOver() {
@@ -219,6 +264,9 @@ export class Signaling extends EventTarget {
     this.stats.connects++;
     this._attempt = 0;
     this._droppedAt = 0;
+    // A new connection: forget what the server handled; the rest goes (again), in order.
+    this._confirm(welcome.received);
+    this._rewind();
     this._setState("open");
     const { token: _secret, ...visible } = welcome; // never hand the token around
     this.dispatchEvent(new CustomEvent("welcome", { detail: { ...visible, transport, fresh, replaced } }));
@@ -327,7 +375,7 @@ export class Signaling extends EventTarget {
         if (!this._wanted) { this._detach(ws); ws.close(1000); return; }
         if (welcome.resumed === false && welcome.id !== this.id) {
           // The server made a new session instead of resuming.
-          this._outbox = [];
+          this._forgetSends();
           this.dispatchEvent(new CustomEvent("session-lost", { detail: { reason: "not resumed", id: this.id } }));
         }
         this._adoptSocket(ws, welcome);
@@ -384,15 +432,51 @@ export class Signaling extends EventTarget {
         this._abandonSocket(ws, { code: 4000, reason: "heartbeat timeout" });
         return;
       }
-      this._sendNow({ type: "ping" });
+      this._ping();
     }, every);
   }
 
   _stopTimers() {
     clearInterval(this._pingTimer);
     this._pingTimer = null;
-    clearTimeout(this._ackTimer);
-    this._ackTimer = null;
+    for (const name of ["_ackTimer", "_confirmTimer", "_resyncTimer"]) {
+      clearTimeout(this[name]);
+      this[name] = null;
+    }
+  }
+
+  /**
+   * WebSocket: ping; its id names the round and the highest cseq written
+   * before it. The server reads a socket in order, so when the pong's
+   * `received` is below that, something written was not handled (see _onPong).
+   */
+  _ping() {
+    this._sendNow({ type: "ping", id: `sync-${this._round}-${this._written}` });
+  }
+
+  /** WebSocket: while messages are unconfirmed, ping every CONFIRM_EVERY_MS. */
+  _armConfirm() {
+    if (this._confirmTimer || !this._kept.length || !this._wanted || this.transport !== "websocket") return;
+    this._confirmTimer = setTimeout(() => {
+      this._confirmTimer = null;
+      if (!this._kept.length) return;
+      this._ping();
+      this._armConfirm();
+    }, CONFIRM_EVERY_MS);
+  }
+
+  /** An error said a message was not handled: ping a moment later (once per burst). */
+  _resyncSoon() {
+    if (this._resyncTimer || this.transport !== "websocket") return; // polling: the 202 tells
+    this._resyncTimer = setTimeout(() => { this._resyncTimer = null; this._ping(); }, RESYNC_DELAY_MS);
+  }
+
+  _onPong(pong) {
+    this._confirm(pong.received);
+    const [, round, written] = /^sync-(\d+)-(\d+)$/.exec(pong.ref) || [];
+    // Written in this round before the ping, yet not handled: refused (rate
+    // limit, a gap, Redis down). A pong from an earlier round says nothing new.
+    if (Number(round) === this._round && Number(written) > pong.received && this._kept.length) this._resend();
   }
 
   _scheduleAck() {
@@ -406,7 +490,7 @@ export class Signaling extends EventTarget {
     }, ACK_DELAY_MS);
   }
 
-  /** WebSocket only: send now if open, bypassing the outbox (ping, ack). */
+  /** WebSocket only: send now if open, unnumbered and not kept (ping, ack). */
   _sendNow(msg) {
     if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(msg));
   }
@@ -481,56 +565,107 @@ export class Signaling extends EventTarget {
     }
   }
 
-  /** Polling: POST the outbox in order, in batches, retrying what failed. */
+  _post(batch, init = {}) {
+    return fetch(this._url(`/api/sessions/${encodeURIComponent(this.id)}/messages`), {
+      method: "POST",
+      headers: this._authHeaders({ "Content-Type": "application/json" }),
+      body: `[${batch.map((out) => out.text).join(",")}]`,
+      cache: "no-store",
+      ...init,
+    });
+  }
+
+  /**
+   * Polling: POST what is kept, in order, in batches, until a 202's
+   * `received` covers it. A failed, 5xx or 429 POST goes again with the same
+   * cseqs (the server drops what it already handled); a 202 whose `received`
+   * stops short means some were refused (rate limit): again after a moment.
+   */
   async _flushPolling() {
     if (this._flushing) return;
     this._flushing = true;
     const gen = this._pollGen;
     let failures = 0;
     try {
-      while (this._outbox.length && this._wanted && gen === this._pollGen && this.transport === "polling") {
-        const batch = takeBatch(this._outbox);
+      while (this._kept.length && this._wanted && gen === this._pollGen && this.transport === "polling") {
+        const batch = takeBatch(this._kept);
+        for (const out of batch) this._count(out);
         let res;
         try {
-          res = await fetch(this._url(`/api/sessions/${encodeURIComponent(this.id)}/messages`), {
-            method: "POST",
-            headers: this._authHeaders({ "Content-Type": "application/json" }),
-            body: JSON.stringify(batch),
-            cache: "no-store",
-          });
+          res = await this._post(batch);
         } catch {
           res = null;
         }
         if (gen !== this._pollGen) return;
-        if (res && res.ok) { failures = 0; continue; }
-        if (res && res.status === 401) { this._sessionLost("polling session expired"); return; }
-        if (res && (res.status === 400 || res.status === 413)) {
-          // Refused for good; report it like the WebSocket would.
+        if (res && res.ok) {
           const body = await res.json().catch(() => ({}));
-          this._deliverLocal({ type: "error", code: body.code || "bad-message", message: body.message || `HTTP ${res.status}`, ref: batch[0]?.id });
+          this._confirm(body.received);
+          failures = 0;
+          if (this._kept[0]?.cseq <= batch.at(-1).cseq) await sleep(RESYNC_DELAY_MS);
           continue;
         }
-        // 429, 5xx or network: put the batch back and retry later.
-        this._outbox.unshift(...batch);
+        if (res && res.status === 401) { this._sessionLost("polling session expired"); return; }
+        if (res && (res.status === 400 || res.status === 413)) {
+          // Refused for good, none handled; report it like the WebSocket would,
+          // and keep the count whole with pings in the refused messages' places.
+          const body = await res.json().catch(() => ({}));
+          const message = body.message || `HTTP ${res.status}`;
+          this._deliverLocal({ type: "error", code: body.code || "bad-message", message, ref: batch[0].id });
+          for (const out of batch) out.text = JSON.stringify({ type: "ping", cseq: out.cseq });
+          continue;
+        }
+        // 429, 5xx or network: the same batch again, later.
         await sleep(res && res.status === 429 ? 1000 + backoffDelay(failures) : backoffDelay(failures));
         failures++;
       }
     } finally {
       this._flushing = false;
+      // A new session or transport started while this one was waiting: serve it.
+      if (gen !== this._pollGen) this._flush();
     }
   }
 
   // ---- common -------------------------------------------------------------------
 
+  /** Send what is kept and not yet written to this connection, in cseq order. */
   _flush() {
     if (this.state !== "open") return;
     if (this.transport === "websocket") {
       const ws = this._ws;
       if (!ws || ws.readyState !== WebSocket.OPEN) return;
-      while (this._outbox.length) ws.send(JSON.stringify(this._outbox.shift()));
+      for (const out of this._kept) {
+        if (out.cseq <= this._written) continue;
+        this._count(out);
+        ws.send(out.text);
+        this._written = out.cseq;
+      }
+      this._armConfirm();
     } else if (this.transport === "polling") {
       this._flushPolling();
     }
+  }
+
+  /** Send everything kept again, in order (the server drops repeats of what it handled). */
+  _resend() {
+    this._rewind();
+    this._flush();
+  }
+
+  /** A new round: the next flush writes everything kept from the first. */
+  _rewind() {
+    this._round++;
+    this._written = 0;
+  }
+
+  /** The server handled every cseq up to `received`: forget those. */
+  _confirm(received) {
+    if (!Number.isSafeInteger(received)) return;
+    while (this._kept.length && this._kept[0].cseq <= received) this._kept.shift();
+  }
+
+  _count(out) {
+    if (out.sent) this.stats.resent++;
+    out.sent = true;
   }
 
   _deliver(msg) {
@@ -540,6 +675,8 @@ export class Signaling extends EventTarget {
       this.lastSeq = msg.seq;
       this._scheduleAck();
     }
+    if (msg.type === "pong") this._onPong(msg);
+    else if (msg.type === "error" && RESENT_CODES.has(msg.code)) this._resyncSoon();
     this._deliverLocal(msg);
   }
 
@@ -568,14 +705,15 @@ function parseFrame(data) {
   }
 }
 
-function takeBatch(outbox) {
-  const batch = [];
+/** The first kept messages that fit in one POST body (at least one). */
+function takeBatch(kept) {
   let bytes = 2;
-  while (outbox.length && batch.length < MAX_BATCH_COUNT) {
-    const size = JSON.stringify(outbox[0]).length + 1;
-    if (batch.length && bytes + size > MAX_BATCH_BYTES) break;
-    batch.push(outbox.shift());
+  let count = 0;
+  while (count < kept.length && count < MAX_BATCH_COUNT) {
+    const size = kept[count].text.length + 1;
+    if (count && bytes + size > MAX_BATCH_BYTES) break;
     bytes += size;
+    count++;
   }
-  return batch;
+  return kept.slice(0, count);
 }
