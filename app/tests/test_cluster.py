@@ -256,3 +256,31 @@ async def test_a_burst_beyond_the_redis_pool_queues_instead_of_failing(aiohttp_c
     client = await aiohttp_client(create_app(config.make(redis_url=redis_url)))
     answers = await asyncio.gather(*(client.post("/api/sessions") for _ in range(3 * REDIS_CONNECTIONS)))
     assert sorted({r.status for r in answers}) == [201]
+
+
+async def test_first_messages_after_redis_returns_are_handled(aiohttp_client, redis_server):
+    """Connections of the pool from before an outage do not turn the first messages after
+    it into `unavailable` (redis-py reconnects them on checkout)."""
+    link = await _start_tcp_proxy(redis_server["port"])
+    url = f"redis://:test-secret@127.0.0.1:{link.port}/0"
+    client = await aiohttp_client(create_app(config.make(redis_url=url)))
+    wss = [  # enough peers to use many pooled connections at once
+        await client.ws_connect("/ws") for _ in range(20)
+    ]
+    for ws in wss:
+        await ws.receive_json()
+    for ws in wss:  # use many pooled connections
+        await ws.send_str('{"type":"ping"}')
+    for ws in wss:
+        assert (await ws.receive_json())["type"] == "pong"
+    link.pause()
+    await asyncio.sleep(1)
+    link.resume()
+    for _ in range(100):
+        if (await client.get("/ready")).status == 200:
+            break
+        await asyncio.sleep(0.1)
+    for ws in wss:
+        await ws.send_str('{"type":"ping"}')
+    got = [await ws.receive_json() for ws in wss]
+    assert all(g["type"] == "pong" for g in got), got
