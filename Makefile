@@ -11,6 +11,8 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 PYTEST    := $(VENV)/bin/pytest
 PROXY     ?= nginx
+# Molecule scenarios `make molecule` runs (resilience has its own target: it is long).
+SCENARIOS ?= acme apache cluster default local upgrade
 INVENTORY ?= inventories/local
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 # Not root: Ansible asks for the sudo password once.
@@ -20,7 +22,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deploy test venv test-deps lint unit app-test browser-test molecule bench clean
+.PHONY: help deploy test venv test-deps lint unit app-test browser-test molecule resilience bench clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,7 +47,7 @@ deploy: venv  ## deploy on this machine: PROXY=nginx|apache, INVENTORY=inventori
 
 # -- test ------------------------------------------------------------------------
 
-test: test-deps lint unit app-test browser-test molecule  ## everything (what CI runs)
+test: test-deps lint unit app-test browser-test molecule resilience  ## everything (what CI runs)
 	@echo "make test: all checks passed"
 
 test-deps: venv
@@ -66,9 +68,14 @@ app-test: venv  ## the signaling app on both hubs (memory, real redis-server)
 browser-test: venv  ## the app's client in Debian's chromium (Playwright)
 	cd app && ../$(PYTEST) -q -m browser
 
-molecule: venv  ## end-to-end on systemd containers (builds the image first)
+molecule: venv  ## end-to-end on systemd containers, every scenario but resilience (builds the image first)
 	bash molecule/image/build.sh
-	$(VENV)/bin/molecule test --all
+	for scenario in $(SCENARIOS); do $(VENV)/bin/molecule test -s $$scenario; done
+
+resilience: venv  ## 1,000 peers through faults, nothing lost: nginx, then Apache (figures in molecule/artifacts/)
+	bash molecule/image/build.sh
+	$(VENV)/bin/molecule test -s resilience
+	MOLECULE_PROXY=apache $(VENV)/bin/molecule test -s resilience
 
 bench: venv  ## benchmarks, see bench/README.md
 	$(MAKE) -C bench all PY=$(abspath $(PY))

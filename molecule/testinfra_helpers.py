@@ -69,6 +69,14 @@ def assert_unit_up(host, unit: str) -> None:
         raise
 
 
+def instance_ports(host) -> list[int]:
+    """Ports of ``host``'s ``signaling@PORT`` units (loaded or not), in order."""
+    units = host.check_output(
+        "systemctl list-units --all --plain --no-legend --type=service 'signaling@*' | cut -d' ' -f1"
+    ).split()
+    return sorted(int(u.removeprefix("signaling@").removesuffix(".service")) for u in units)
+
+
 def _inspect(container: str) -> dict:
     out = subprocess.run(
         ["docker", "container", "inspect", container],

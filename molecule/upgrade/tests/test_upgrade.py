@@ -45,26 +45,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import shutil
 import ssl
-import subprocess
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-from packaging.version import Version
 from peers import Room
-from testinfra_helpers import inventory_hosts, published_port, run_ca_file
+from releases import app_copy, bumped, release_n, run_playbook
+from testinfra_helpers import instance_ports, inventory_hosts, published_port, run_ca_file
 
 testinfra_hosts = inventory_hosts("all")
 
-PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
-INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
 CA_FILE = run_ca_file()
 RELEASES = "/opt/signaling/releases"
 CURRENT = "/opt/signaling/current"
@@ -76,18 +70,6 @@ APP_PLAYBOOK = "playbooks/app.yml"
 # (10 s): restarting the next instance while the proxy still counts the previous one as
 # failed leaves it no live upstream for up to that long.
 MAX_OUTAGE = 5.0
-
-
-def release_n() -> str:
-    """Version of app/ as it is: what converge deployed."""
-    with open(PROJECT / "app" / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]["version"]
-
-
-def bumped(version: str) -> str:
-    """The next patch release: 1.0.0 -> 1.0.1."""
-    *head, last = Version(version).release
-    return ".".join(map(str, [*head, last + 1]))
 
 
 @dataclass
@@ -113,20 +95,6 @@ class Step:
     room: Room | None = None
 
 
-async def run_playbook(playbook: str, log: Path, *extra: str) -> None:
-    """ansible-playbook on the scenario's inventory; fails with the output's tail."""
-    argv = ["ansible-playbook", "-i", str(INVENTORY), playbook]
-    for var in extra:
-        argv += ["-e", var]
-    env = {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}  # task timings in the log
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=PROJECT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    log.write_bytes(out)
-    assert proc.returncode == 0, f"{' '.join(argv)} failed (log: {log}):\n" + out.decode()[-4000:]
-
-
 async def deploy_under_load(port: int, log: Path, *extra: str) -> Room:
     """Run the playbook while a room talks; return the room once everything settled."""
     async with Room(f"https://localhost:{port}", str(CA_FILE)) as room:
@@ -135,13 +103,6 @@ async def deploy_under_load(port: int, log: Path, *extra: str) -> Room:
         await asyncio.sleep(TALK_AFTER)
         await room.settle()
     return room
-
-
-def instance_ports(host) -> list[int]:
-    units = host.check_output(
-        "systemctl list-units --all --plain --no-legend --type=service 'signaling@*' | cut -d' ' -f1"
-    ).split()
-    return sorted(int(re.fullmatch(r"signaling@(\d+)\.service", u).group(1)) for u in units)
 
 
 def journal_events(host, since: float) -> list[Event]:
@@ -210,15 +171,7 @@ def baseline(host) -> str:
 def next_source(baseline) -> tuple[Path, str]:
     """A copy of app/ whose pyproject.toml says N+1: the next release."""
     version = bumped(baseline)
-    source = EPHEMERAL / "app-next"
-    shutil.rmtree(source, ignore_errors=True)
-    shutil.copytree(PROJECT / "app", source,
-                    ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "build", "dist", ".pytest_cache"))
-    pyproject = source / "pyproject.toml"
-    text, count = re.subn(r'(?m)^version\s*=\s*"[^"]+"', f'version = "{version}"', pyproject.read_text())
-    assert count == 1, f"no version line in {pyproject}"
-    pyproject.write_text(text)
-    return source, version
+    return app_copy(EPHEMERAL / "app-next", version), version
 
 
 @pytest.fixture(scope="module")

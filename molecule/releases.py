@@ -1,0 +1,65 @@
+"""Releases of the app for verify steps that deploy one themselves.
+
+The ``upgrade`` and ``resilience`` scenarios roll out a real new release of
+the app under live peers: a copy of app/ whose pyproject.toml says the next
+patch version (so a new wheel, wheelhouse and release directory), deployed
+by ansible-playbook with the scenario's own inventory. Importable from any
+``molecule/<scenario>/tests/test_*.py`` as ``from releases import ...``
+(``pythonpath`` in molecule/pytest.ini); call it only under Molecule, which
+sets the ``MOLECULE_*`` variables read here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
+from packaging.version import Version
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
+
+
+def release_n() -> str:
+    """Version of app/ as it is: what converge deployed."""
+    with open(PROJECT / "app" / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["version"]
+
+
+def bumped(version: str) -> str:
+    """The next patch release: 1.0.0 -> 1.0.1."""
+    *head, last = Version(version).release
+    return ".".join(map(str, [*head, last + 1]))
+
+
+def app_copy(dest: Path, version: str) -> Path:
+    """Copy app/ to ``dest`` (replacing it) with ``version`` in its pyproject.toml; return ``dest``."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(PROJECT / "app", dest,
+                    ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "build", "dist", ".pytest_cache"))
+    pyproject = dest / "pyproject.toml"
+    text, count = re.subn(r'(?m)^version\s*=\s*"[^"]+"', f'version = "{version}"', pyproject.read_text())
+    assert count == 1, f"no version line in {pyproject}"
+    pyproject.write_text(text)
+    return dest
+
+
+async def run_playbook(playbook: str, log: Path, *extra: str) -> None:
+    """ansible-playbook on the scenario's inventory, ``-e`` each of ``extra``; fails with the output's tail.
+
+    The whole output, with task timings, goes to ``log``.
+    """
+    argv = ["ansible-playbook", "-i", str(INVENTORY), playbook]
+    for var in extra:
+        argv += ["-e", var]
+    env = {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}  # task timings in the log
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=PROJECT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    log.write_bytes(out)
+    assert proc.returncode == 0, f"{' '.join(argv)} failed (log: {log}):\n" + out.decode()[-4000:]
