@@ -48,6 +48,7 @@ deploy: venv  ## deploy on this machine: PROXY=nginx|apache, INVENTORY=inventori
 # -- test ------------------------------------------------------------------------
 
 test: test-deps lint unit app-test browser-test molecule resilience  ## everything (what CI runs)
+	@$(PY) molecule/report.py
 	@echo "make test: all checks passed"
 
 test-deps: venv
@@ -76,6 +77,7 @@ resilience: venv  ## 1,000 peers through faults, nothing lost: nginx, then Apach
 	bash molecule/image/build.sh
 	$(VENV)/bin/molecule test -s resilience
 	MOLECULE_PROXY=apache $(VENV)/bin/molecule test -s resilience
+	@$(PY) molecule/report.py
 
 bench: venv  ## benchmarks, see bench/README.md
 	$(MAKE) -C bench all PY=$(abspath $(PY))

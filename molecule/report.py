@@ -1,0 +1,58 @@
+"""Print the figures the Molecule runs left in molecule/artifacts/: what issue 5 asks to see at the end.
+
+* ``<scenario>/testssl.json``: testssl.sh's grade of that deployment's TLS and
+  its findings rated HIGH or CRITICAL;
+* ``resilience-<proxy>.json``: the resilience scenario's messages sent,
+  delivered, lost and duplicated, resumes and the longest time a peer could
+  not send.
+
+    .venv/bin/python molecule/report.py        # `make test` and `make resilience` end with it
+
+Only reads; exits 0 whatever it finds (the tests that wrote the files judged them).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def testssl_rows() -> list[str]:
+    rows = []
+    for path in sorted(ARTIFACTS.glob("*/testssl.json")):
+        findings = json.loads(path.read_text())
+        by_id = {f["id"]: f for f in findings}
+        grade = by_id.get("overall_grade", {}).get("finding", "?")
+        severe = sorted(f["id"] for f in findings if f.get("severity") in ("HIGH", "CRITICAL"))
+        rows.append(f"  {path.parent.name:<12} grade {grade:<3} HIGH/CRITICAL: {', '.join(severe) or 'none'}"
+                    f"  ({path.relative_to(ARTIFACTS.parent.parent)})")
+    return rows
+
+
+def resilience_rows() -> list[str]:
+    rows = []
+    for path in sorted(ARTIFACTS.glob("resilience-*.json")):
+        run = json.loads(path.read_text())
+        r = run["report"]
+        rows.append(
+            f"  {run['proxy']:<7} {r['peers']} peers ({r['polling_peers']} polling), {r['seconds']} s:"
+            f" sent {r['sent']}, delivered {r['delivered']}, lost {r['lost']}, duplicated {r['duplicated']},"
+            f" out of order {r['out_of_order']}, resumes {r['resumes']}, resends {r['resends']},"
+            f" longest outage {r['longest_outage_s']} s, longest unable to send {r['longest_unable_to_send_s']} s,"
+            f" not back in room {r['not_back_in_room']}, problems {len(run['problems'])}")
+    return rows
+
+
+def main() -> int:
+    sections = [("TLS graded by testssl.sh", testssl_rows()), ("Faults under load (resilience)", resilience_rows())]
+    for title, rows in sections:
+        print(f"{title}:")
+        print("\n".join(rows) if rows else "  (no figures: the scenario did not run here)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
