@@ -35,6 +35,7 @@ Disruptive checks (each restores every instance, even on failure)
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import json
 import re
@@ -87,7 +88,7 @@ __all__ = [
 ]
 
 SITE_NAME = "localhost"  # in the certificate and server_name of every scenario
-HSTS = "max-age=63072000; includeSubDomains"
+HSTS = "max-age=63072000; includeSubDomains"  # + "; preload" where hsts_preload()
 MAX_EXPOSURE = 2.0
 APP_USER = "signaling"
 UPLOAD_MAX_DEFAULT = 10 * 1024 * 1024
@@ -378,13 +379,13 @@ def test_app_runs_as_its_own_user(app_host, app_ports):
 
 
 # Files that hold secrets, by the group whose hosts have them: (path, mode, owner, group).
-# The TLS key is the proxy's alone; configs carrying passwords are readable by
-# their service's group only, never by others.
+# The TLS key is the proxy's alone; configs carrying passwords are 0600, readable
+# by their service's own user only.
 SECRET_FILES = {
     "proxy": [("/etc/webrtc-edge/tls/privkey.pem", 0o600, "root", "root")],
-    "signaling_app": [("/etc/signaling/signaling.toml", 0o640, "root", APP_USER)],
-    "redis": [("/etc/redis/webrtc-edge.conf", 0o640, "root", "redis")],
-    "turn": [("/etc/turnserver.conf", 0o640, "root", "turnserver")],
+    "signaling_app": [("/etc/signaling/signaling.toml", 0o600, APP_USER, APP_USER)],
+    "redis": [("/etc/redis/webrtc-edge.conf", 0o600, "redis", "redis")],
+    "turn": [("/etc/turnserver.conf", 0o600, "turnserver", "turnserver")],
 }
 
 
@@ -523,9 +524,16 @@ def test_security_headers(site, method, path, status):
     _assert_security_headers(answer)
 
 
+@functools.cache
+def hsts_preload() -> bool:
+    """The inventory's ``proxy_hsts_preload`` for the proxy host (default off)."""
+    proxy = inventory_host(inventory_hosts("proxy")[0])
+    return bool(proxy.ansible.get_variables().get("proxy_hsts_preload", False))
+
+
 def _assert_security_headers(answer: Answer) -> None:
     h = answer.headers
-    assert h["Strict-Transport-Security"] == HSTS
+    assert h["Strict-Transport-Security"] == HSTS + ("; preload" if hsts_preload() else "")
     assert h["X-Content-Type-Options"] == "nosniff"
     assert h["X-Frame-Options"] in ("DENY", "SAMEORIGIN")
     assert h["Referrer-Policy"]

@@ -2,7 +2,8 @@
 # Installs the Debian packages `make test` needs on the controller: the real
 # validators (nginx, apache2 + mod_evasive), redis-server for the app's
 # cluster tests, chromium for the browser tests, debootstrap and docker.io for
-# Molecule's test hosts. Idempotent; called by `make test`.
+# Molecule's test hosts, and testssl.sh >= 3.2 to grade the deployed TLS (see
+# below). Idempotent; called by `make test`.
 set -euo pipefail
 
 packages=(nginx apache2 libapache2-mod-evasive redis-server chromium openssl curl
@@ -11,11 +12,18 @@ missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# testssl.sh rates a server (A+ .. F, JSON id `overall_grade`) only from 3.2 on;
+# Debian 12 ships 3.0.8. The package is one architecture-independent script
+# whose dependencies are all in Debian 12, so take it from Debian 13 (trixie)
+# with apt, reading trixie's index into a private directory: the machine's own
+# sources and pins stay as they are.
+testssl_version=$(dpkg-query -W -f='${Version}' testssl.sh 2>/dev/null || true)
+testssl_ok=""
+[ -n "$testssl_version" ] && dpkg --compare-versions "$testssl_version" ge 3.2 && testssl_ok=1
+[ ${#missing[@]} -eq 0 ] && [ -n "$testssl_ok" ] && exit 0
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "setup-host: installing ${missing[*]}"
 # Without systemd as PID 1 (containers, CI), package scripts must not start
 # nginx/apache/redis daemons: the tests only need the binaries and start
 # their own servers on free ports.
@@ -27,5 +35,23 @@ if [ "$(ps -p 1 -o comm= 2>/dev/null)" != "systemd" ] && [ ! -e /usr/sbin/policy
 fi
 trap '[ -n "$guard" ] && $sudo rm -f /usr/sbin/policy-rc.d' EXIT
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
-$sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-host: installing ${missing[*]}"
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+  $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ -z "$testssl_ok" ]; then
+  echo "setup-host: installing testssl.sh >= 3.2 from Debian 13"
+  trixie=$(mktemp -d)
+  mkdir -p "$trixie/parts" "$trixie/lists/partial" "$trixie/cache/archives/partial"
+  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    > "$trixie/parts/trixie.sources"
+  chmod -R a+rX "$trixie"
+  private=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$trixie/parts"
+           -o "Dir::State::Lists=$trixie/lists" -o "Dir::Cache=$trixie/cache")
+  $sudo apt-get "${private[@]}" update -qq
+  (cd "$trixie" && $sudo apt-get "${private[@]}" download -qq testssl.sh)
+  $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$trixie"/testssl.sh_*_all.deb
+  $sudo rm -rf "$trixie"
+fi

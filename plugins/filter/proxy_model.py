@@ -146,6 +146,8 @@ DEFAULTS = {
         "certificate": "/etc/webrtc-edge/tls/fullchain.pem",
         "certificate_key": "/etc/webrtc-edge/tls/privkey.pem",
         "openssl_version": "3.0.0",
+        # A CA revocation list (DER) to serve over plain http at CRL_PATH; "" = none.
+        "crl": "",
     },
     "hsts": {"max_age": 63072000, "include_subdomains": True, "preload": False},
     "headers": {
@@ -163,7 +165,10 @@ DEFAULTS = {
         # The app's 10 MiB upload limit plus the 64 KiB of multipart framing it allows.
         "body_max": 10 * 1024 * 1024 + 64 * 1024,
     },
-    "timeouts": {"connect": 5, "read": 30, "api_read": 45, "ws_read": 90},
+    # connect/read/api_read/ws_read: towards the app. client_header: the whole request head
+    # (and, on nginx, the TLS handshake); client_body: a stalled request body. Clients slower
+    # than that are cut off (slowloris); see render_nginx_site and render_apache_site.
+    "timeouts": {"connect": 5, "read": 30, "api_read": 45, "ws_read": 90, "client_header": 10, "client_body": 10},
     "app": {"heartbeat": 30, "longpoll_max_wait": 30},
     "cors": {
         "origins": [],
@@ -200,9 +205,14 @@ LOCATIONS = (
 )
 #: The upload endpoint, its own location when uploads go to the uploads upstream.
 UPLOAD_ENDPOINT = "/api/uploads"
+#: Where port 80 serves tls.crl (the local CA's CRL; its certificates name this path).
+CRL_PATH = "/.well-known/webrtc-edge/ca.crl"
 ERROR_CODES = (502, 503, 504)
 NGINX_STATUS_PATH = "/nginx_status"
 APACHE_STATUS_PATH = "/server-status"
+#: Bytes/s a request body must keep up once Apache's body timeout has passed (mod_reqtimeout
+#: MinRate: each 500 bytes received extend the timeout by one second).
+APACHE_BODY_MIN_RATE = 500
 MANAGED = "# Managed by Ansible (webrtc-edge): rendered from the proxy model, do not edit."
 
 
@@ -477,6 +487,7 @@ def _tls(spec):
         "session_tickets": False,
         "certificate": _abs_path(tls["certificate"], "tls.certificate"),
         "certificate_key": _abs_path(tls["certificate_key"], "tls.certificate_key"),
+        "crl": _abs_path(tls["crl"], "tls.crl") if tls["crl"] != "" else None,
     }
 
 
@@ -927,11 +938,15 @@ def _nginx_location(model, loc, include):
     else:  # pragma: no cover - LOCATIONS is a closed table
         raise ValueError(f"unknown location kind {kind!r}")
     lines = [opener] + _block(body) + ["}"]
+    # BREACH: the page is never compressed (nginx gzips text/html whatever gzip_types says).
+    no_html_gzip = "gzip off;"
     if kind == "static" and loc["root"]:
         lines += ["", "location = / {"] + _block([
             f"include {include};", f"add_header Cache-Control {_q(model['cache']['pages'])} always;",
-            "try_files /index.html @app;"]) + ["}", "", "location @app {"] + _block([
+            no_html_gzip, "try_files /index.html @app;"]) + ["}", "", "location @app {"] + _block([
             f"include {include};", f"proxy_pass {up};"]) + ["}"]
+    elif kind == "static":  # the page comes from the app
+        lines += ["", "location = / {"] + _block([f"include {include};", no_html_gzip, f"proxy_pass {up};"]) + ["}"]
     return lines
 
 
@@ -950,8 +965,18 @@ def render_nginx_site(model, nginx_version="1.22.1", headers_include=NGINX_HEADE
     acme = next(loc for loc in model["locations"] if loc["kind"] == "acme")
     codes = " ".join(str(c) for c in model["error_pages"]["codes"])
 
+    t = model["timeouts"]
     out = [MANAGED, ""]
     out += render_nginx_maps(model).splitlines() + [""]
+    out += [
+        "# Slow clients (slowloris): the whole request head (TLS handshake included) within",
+        "# client_header_timeout, or the connection is closed; a request body may not stall",
+        "# longer than client_body_timeout between two reads. http level: the timeouts before",
+        "# the Host header is known come from each port's default (catch-all) server.",
+        f"client_header_timeout {t['client_header']}s;",
+        f"client_body_timeout {t['client_body']}s;",
+        "",
+    ]
     out += render_nginx_upstream(model).splitlines() + [""]
 
     out += ["# Unknown Host names on port 80: close the connection without an answer.", "server {"]
@@ -964,9 +989,13 @@ def render_nginx_site(model, nginx_version="1.22.1", headers_include=NGINX_HEADE
         "location / {", "    return 421;", "}"])
     out += ["}", ""]
 
-    out += ["# Port 80: ACME HTTP-01 challenges, everything else goes to https with 308.", "server {"]
+    out += ["# Port 80: ACME HTTP-01 challenges" + (" and the CA's CRL" if model["tls"]["crl"] else "")
+            + ", everything else goes to https with 308.", "server {"]
     out += _block(_nginx_listen(model, "http", "") + [f"server_name {names};", "server_tokens off;"])
     out += _block(_nginx_acme_location(model, acme))
+    if model["tls"]["crl"]:
+        out += _block([f"location = {CRL_PATH} {{"] + _block([
+            f"alias {model['tls']['crl']};", "types { }", "default_type application/pkix-crl;"]) + ["}"])
     out += _block(["location / {", f"    return 308 {target};", "}"])
     out += ["}", ""]
 
@@ -1147,7 +1176,7 @@ def _apache_vhost_open(model, port_key, names, protocols):
 def render_apache_site(model, apache_version="2.4.62"):
     """The whole site file: server-wide TLS and limits, balancers, catch-all and real vhosts."""
     model = _check_model(model)
-    _apache_version(apache_version)
+    version = _apache_version(apache_version)
     tls = model["tls"]
     names = model["server_names"]
     roots = model["roots"]
@@ -1163,9 +1192,19 @@ def render_apache_site(model, apache_version="2.4.62"):
 
     out = [MANAGED, "", f"ServerName {names[0]}", "ServerTokens Prod", "ServerSignature Off", "TraceEnable Off", ""]
     out += ["# TLS: Mozilla guideline 6.0 " + tls["profile"]] + render_apache_tls(model).splitlines() + [""]
+    t = model["timeouts"]
+    out += [
+        "# Slow clients (slowloris), mod_reqtimeout: the TLS handshake and the whole request head",
+        "# each within their timeout; a body is cut off after its timeout unless it keeps up",
+        f"# {APACHE_BODY_MIN_RATE} bytes/s (each {APACHE_BODY_MIN_RATE} bytes received add a second).",
+        "RequestReadTimeout " + (f"handshake={t['client_header']} " if version >= (2, 4, 39) else "")
+        + f"header={t['client_header']} body={t['client_body']},MinRate={APACHE_BODY_MIN_RATE}",
+        "",
+    ]
     out += [
         "# Per-client-address request rate (mod_evasive answers 403 while an address is blocked).",
-        "# Apache has no per-address connection limit in its core modules.",
+        "# Connections per address: Apache's modules cannot count them; the apache role's",
+        "# nftables rule (apache_conn_limit) resets those above limits.conn_per_address.",
         "DOSHashTableSize 3097",
         f"DOSPageCount {page_count}",
         "DOSPageInterval 1",
@@ -1188,15 +1227,24 @@ def render_apache_site(model, apache_version="2.4.62"):
     out += ["</VirtualHost>", ""]
 
     target = "https://%{SERVER_NAME}" + ("" if https == 443 else f":{https}") + "%{REQUEST_URI}"
-    out += ["# Port 80: ACME HTTP-01 challenges, everything else goes to https with 308."]
+    crl = tls["crl"]
+    out += ["# Port 80: ACME HTTP-01 challenges" + (" and the CA's CRL" if crl else "")
+            + ", everything else goes to https with 308."]
     out += _apache_vhost_open(model, "http", names, "http/1.1")
     out += _block([
         f"Alias /.well-known/acme-challenge/ \"{acme_dir}\"",
         f"<Directory \"{acme_dir}\">",
         "    Options None", "    AllowOverride None", "    Require all granted", "    ForceType text/plain",
         "</Directory>",
+    ] + ([
+        f"Alias {CRL_PATH} \"{crl}\"",
+        f"<Location \"{CRL_PATH}\">",
+        "    Require all granted", "    ForceType application/pkix-crl",
+        "</Location>",
+    ] if crl else []) + [
         "RewriteEngine On",
         "RewriteCond %{REQUEST_URI} !^/\\.well-known/acme-challenge/",
+    ] + ([f"RewriteCond %{{REQUEST_URI}} !={CRL_PATH}"] if crl else []) + [
         f"RewriteRule ^ {target} [R=308,L]",
     ])
     out += ["</VirtualHost>", ""]
@@ -1283,6 +1331,13 @@ def render_apache_site(model, apache_version="2.4.62"):
         f"ProxyPassMatch \"^/(health|metrics)$\" \"{app}/$1\"",
         "",
         "RewriteEngine On",
+        "# Request smuggling: Apache reads a request carrying both Content-Length and",
+        "# Transfer-Encoding by the latter alone (RFC 9112 allows it) and drops the former, so the",
+        "# two can no longer be told apart here: refuse every chunked HTTP/1.1 request body instead",
+        "# (browsers never send one; HTTP/2 frames bodies itself).",
+        "RewriteCond %{HTTP2} !=on",
+        "RewriteCond %{HTTP:Transfer-Encoding} !^$",
+        "RewriteRule ^ - [R=400,L]",
         # LimitRequestBody does not apply to reverse-proxied requests: refuse an
         # announced oversize body here, before anything reaches the app.
         f"RewriteCond %{{HTTP:Content-Length}} -gt{limits['body_max']}",

@@ -63,7 +63,8 @@ def test_model_defaults(spec):
     assert model["tls"]["certificate_key"] == "/etc/webrtc-edge/tls/privkey.pem"
     assert model["hsts"]["value"] == "max-age=63072000; includeSubDomains"
     assert model["limits"] == {"api_rate": 10, "api_burst": 20, "conn_per_address": 100, "body_max": 10551296}
-    assert model["timeouts"] == {"connect": 5, "read": 30, "api_read": 45, "ws_read": 90}
+    assert model["timeouts"] == {"connect": 5, "read": 30, "api_read": 45, "ws_read": 90,
+                                 "client_header": 10, "client_body": 10}
     assert model["allowlist"] == ["127.0.0.1", "::1"]
     assert model["roots"] == {
         "static": "/opt/signaling/current/static",
@@ -363,6 +364,48 @@ def test_nginx_headers_golden(spec):
     )
 
 
+CRL_FILE = "/etc/webrtc-edge/tls/ca.crl"
+
+
+@pytest.mark.parametrize(("crl", "expected"), [("", None), (CRL_FILE, CRL_FILE)])
+def test_tls_crl_is_optional(spec, crl, expected):
+    spec["tls"]["crl"] = crl
+    assert pm.build_proxy_model(spec)["tls"]["crl"] == expected
+
+
+@pytest.mark.parametrize("crl", ["ca.crl", "/etc/tls/../ca.crl", "/etc/tls/ca crl"])
+def test_tls_crl_must_be_an_absolute_path(spec, crl):
+    spec["tls"]["crl"] = crl
+    with pytest.raises(ValueError, match="tls.crl must"):
+        pm.build_proxy_model(spec)
+
+
+def _port80_server(text, start, end):
+    """The plain-http server block/vhost for the site's names (after the catch-all one)."""
+    begin = text.index(start, text.index("Port 80:"))
+    return text[begin:text.index(end, begin)]
+
+
+@pytest.mark.parametrize("crl", ["", CRL_FILE])
+def test_nginx_port80_serves_the_crl_only_when_given(spec, crl):
+    spec["tls"]["crl"] = crl
+    block = _port80_server(pm.render_nginx_site(pm.build_proxy_model(spec)), "server {", "\n}")
+    location = (f"    location = {pm.CRL_PATH} {{\n        alias {CRL_FILE};\n        types {{ }}\n"
+                "        default_type application/pkix-crl;\n    }")
+    assert (location in block) == bool(crl)
+    assert "return 308 https://$host$request_uri;" in block
+
+
+@pytest.mark.parametrize("crl", ["", CRL_FILE])
+def test_apache_port80_serves_the_crl_only_when_given(spec, crl):
+    spec["tls"]["crl"] = crl
+    vhost = _port80_server(pm.render_apache_site(pm.build_proxy_model(spec)), "<VirtualHost", "</VirtualHost>")
+    served = [f"Alias {pm.CRL_PATH} \"{CRL_FILE}\"", f"<Location \"{pm.CRL_PATH}\">",
+              "ForceType application/pkix-crl", f"RewriteCond %{{REQUEST_URI}} !={pm.CRL_PATH}"]
+    assert [line in vhost for line in served] == [bool(crl)] * len(served)
+    assert "[R=308,L]" in vhost
+
+
 def test_nginx_site_golden(spec):
     check_golden("nginx-single.conf", pm.render_nginx_site(pm.build_proxy_model(spec)))
 
@@ -372,6 +415,7 @@ def test_nginx_site_golden_multi(spec):
         {"address": "10.0.0.11", "port": 8081, "weight": 3},
         {"address": "10.0.0.12", "port": 8081},
     ], cors={"origins": ["https://app.example.org", "https://admin.example.org"], "credentials": True})
+    spec["tls"]["crl"] = CRL_FILE
     check_golden("nginx-multi.conf", pm.render_nginx_site(pm.build_proxy_model(spec), nginx_version="1.22.1"))
 
 
@@ -423,6 +467,15 @@ def test_nginx_https_port_in_redirect(spec):
     text = pm.render_nginx_site(build(spec, https_port=8443, http_port=8080))
     assert "return 308 https://$host:8443$request_uri;" in text
     assert "listen 8443 ssl http2 default_server;" in text
+
+
+def test_nginx_client_timeouts_at_http_level(spec):
+    """Slow clients: set before the first server block, so the catch-all default servers
+    (which decide before the Host header is read) carry them too."""
+    text = pm.render_nginx_site(build(spec, **{"timeouts.client_header": "7s", "timeouts.client_body": 12}))
+    head = text.split("server {")[0]
+    assert "client_header_timeout 7s;" in head and "client_body_timeout 12s;" in head
+    assert text.count("\nclient_header_timeout ") == 1
 
 
 def test_nginx_ipv6_can_be_off(spec):
@@ -525,6 +578,7 @@ def test_apache_site_golden_multi(spec):
         {"address": "10.0.0.11", "port": 8081, "weight": 3},
         {"address": "10.0.0.12", "port": 8081},
     ], cors={"origins": ["https://app.example.org", "https://admin.example.org"], "credentials": True})
+    spec["tls"]["crl"] = CRL_FILE
     check_golden("apache-multi.conf", pm.render_apache_site(pm.build_proxy_model(spec), apache_version="2.4.62"))
 
 
@@ -543,11 +597,32 @@ def test_apache_site_behaviour(spec):
     assert "LimitRequestBody 10551296" in site
     # LimitRequestBody alone does not cover proxied requests: announced oversize bodies are refused first.
     assert "RewriteCond %{HTTP:Content-Length} -gt10551296\n    RewriteRule ^/api/ - [R=413,L]" in site
+    # chunked HTTP/1.1 request bodies refused (Apache drops Content-Length when both come)
+    assert "RewriteCond %{HTTP2} !=on\n    RewriteCond %{HTTP:Transfer-Encoding} !^$\n    RewriteRule ^ - [R=400,L]" in site
     assert "ErrorDocument 503 /_errors/50x.json" in site and "ErrorDocument 503 /_errors/50x.html" in site
     assert "<Location \"/metrics\">\n        Require ip 127.0.0.1 ::1\n    </Location>" in site
     assert "SetHandler server-status\n        Require ip 127.0.0.1 ::1" in site
     assert 'RequestHeader set X-Real-IP "%{REMOTE_ADDR}s"' in site
     assert "DOSPageCount 30" in text
+
+
+@pytest.mark.parametrize(
+    ("version", "directive"),
+    [("2.4.62", "RequestReadTimeout handshake=7 header=7 body=12,MinRate=500"),
+     # handshake= only exists from 2.4.39
+     ("2.4.38", "RequestReadTimeout header=7 body=12,MinRate=500")],
+)
+def test_apache_client_timeouts(spec, version, directive):
+    model = build(spec, **{"timeouts.client_header": 7, "timeouts.client_body": "12s"})
+    text = pm.render_apache_site(model, apache_version=version)
+    # server-wide, before the first vhost: it replaces Debian's reqtimeout.conf defaults
+    assert directive in text.split("<VirtualHost ")[0]
+
+
+@pytest.mark.parametrize("key", ["client_header", "client_body"])
+def test_client_timeouts_refuse_zero(spec, key):
+    with pytest.raises(ValueError, match=rf"timeouts\.{key} must be between 1 and 86400"):
+        build(spec, **{f"timeouts.{key}": 0})
 
 
 def test_apache_empty_allowlist_denies(spec):

@@ -1,0 +1,12 @@
+"""cluster scenario: hardening judged by outside tools (molecule/hardening_checks.py),
+with Redis on a host of its own.
+
+testssl.sh grades the proxy's TLS; Redis listens on loopback and its private address
+only, refuses commands without the right password, and keeps what it holds across a
+restart and a crash (after which every app instance is back on it); no secret in any
+host's logs. No ``turn`` host here, so the coturn checks collect nothing. The fixtures
+find their hosts by inventory group; no test takes testinfra's ``host``.
+"""
+
+from hardening_checks import *  # noqa: F401,F403 (collects the shared checks)
+from hardening_checks import test_redis_keeps_data_across_restart_and_crash  # noqa: F401
