@@ -551,7 +551,11 @@ def test_flooding_peer_rate_limited_without_slowing_others(site):
                 attempts.append((before, during))
                 assert floods, "no flooding peer finished"
                 for flood in floods:
-                    assert flood["rate_limited"] and flood["close"] == 1008, flood
+                    # 1008 is the app's close; 1006 when the flooder's own writes, still in
+                    # flight after the server closed, made the connection reset before the
+                    # close frame was read (seen through Apache's tunnel). Either way it was
+                    # rate-limited first, then cut off.
+                    assert flood["rate_limited"] and flood["close"] in (1008, 1006), flood
                 if all(now <= 2 * was for was, now in zip(before, during)):
                     break
             for peer in quiet:
