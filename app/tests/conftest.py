@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -190,3 +191,11 @@ def open_poller() -> Callable[[TestClient], Awaitable[Poller]]:
         return Poller(client, await resp.json())
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Any:
+    """Collect after every test, so a socket a test leaves open is reported against that test
+    (as an unraisable ResourceWarning, an error here) and not against whichever test runs next."""
+    yield
+    gc.collect()

@@ -166,54 +166,80 @@ async def test_ready_follows_redis(aiohttp_client, redis_server):
             break
         await asyncio.sleep(0.2)
     assert (await client.get("/ready")).status == 200
-    proxy_port.close()
+    await proxy_port.close()
 
 
 class _TcpProxy:
-    """A loopback TCP relay we can cut, to make Redis unreachable without killing the shared server."""
+    """A loopback TCP relay we can cut, to make Redis unreachable without killing the shared server.
+
+    While paused it cuts every link, old and new (connections are accepted and reset). The
+    listener stays open until ``await close()``: on Python 3.11 a connection accepted just before
+    its listener closes leaks its socket (``Server._attach`` fails), so the listener is closed
+    once, at the end, after the accepts in flight have reached their handler."""
 
     def __init__(self, target: int) -> None:
         self.target = target
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
-        self.links: list[asyncio.StreamWriter] = []
+        self.paused = False
+        self.links: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
         try:
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.close()
-            return
-        self.links += [writer, up_w]
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            if self.paused:
+                writer.transport.abort()
+                return
+            self.links.add(writer)
             try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (OSError, asyncio.CancelledError):
-                pass
-            finally:
-                dst.close()
+                up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+            except OSError:
+                writer.transport.abort()
+                return
+            if writer.transport.is_closing():  # cut while we were connecting upstream
+                up_w.transport.abort()
+                return
+            self.links.add(up_w)
 
-        await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
+            async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                try:
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                except OSError:
+                    pass
+                finally:
+                    dst.transport.abort()
+
+            await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
+        finally:
+            self.tasks.discard(task)
 
     def pause(self) -> None:
-        assert self.server is not None
-        self.server.close()
+        self.paused = True
         for w in self.links:
             w.transport.abort()
         self.links.clear()
 
     def resume(self) -> None:
-        asyncio.get_running_loop().create_task(self.start())
+        self.paused = False
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        assert self.server is not None
         self.pause()
+        await asyncio.sleep(0.1)  # accepts in flight reach their handler, which cuts them
+        self.server.close()
+        await self.server.wait_closed()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=5)
+        await asyncio.sleep(0)  # aborted transports close their sockets on the next turn of the loop
 
 
 async def _start_tcp_proxy(target: int) -> _TcpProxy:
@@ -245,7 +271,7 @@ async def test_polling_answers_503_while_redis_is_away(aiohttp_client, redis_ser
             break
         await asyncio.sleep(0.2)
     assert resp.status == 200, await resp.text()
-    link.close()
+    await link.close()
 
 
 async def test_a_burst_beyond_the_redis_pool_queues_instead_of_failing(aiohttp_client, redis_url):
@@ -293,4 +319,4 @@ async def test_first_messages_after_redis_returns_are_handled(aiohttp_client, re
         for ws in wss:
             await ws.close()
         await client.close()  # the app's Redis connections go before the relay they run through
-        link.close()
+        await link.close()
