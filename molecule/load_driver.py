@@ -18,7 +18,11 @@ The peers are the careful clients docs/protocol.md describes, nothing more:
   sends again what follows the pong's ``received``; the server handles each
   ``cseq`` once, so a resend can never be delivered twice;
 * WebSocket peers resume with ``/ws?resume=TOKEN&ack=SEQ`` after any close
-  but their own, polling peers retry a failed request and poll with ``ack``.
+  but their own, polling peers retry a failed request and poll with ``ack``;
+* everything a peer sends, resends most of all, goes at a pace: a token
+  bucket of half the server's (``rate_limit`` in ``welcome``), so a peer
+  holding hundreds of messages after a long outage is never dropped for
+  flooding ("Sending at a pace").
 
 Use it from a test (``async with Load(...) as load: ... await load.settle()``)
 or from the command line::
@@ -47,6 +51,30 @@ STUCK_AFTER = 3.0       # a kept message this old, sent but not confirmed, is se
 CONFIRM_EVERY = 2.0     # seconds between a WebSocket peer's confirming pings
 CONNECT_AT_ONCE = 50    # peers connecting concurrently at the start
 RETRIED_CODES = {"unavailable", "out-of-order", "rate-limited"}  # errors that mean: not handled, resend
+
+
+class Pace:
+    """A token bucket of our own: ``size`` messages at once, then ``rate`` per second. Half
+    the server's bucket (docs/protocol.md, "Sending at a pace"), so nothing we send is dropped."""
+
+    def __init__(self, limit: dict | None = None) -> None:
+        limit = limit or {"rate": 50, "burst": 100}  # the server's defaults, for an older server
+        self.rate = 0.9 * float(limit["rate"])  # room for pings and acks, which count too
+        self.size = max(1.0, limit["burst"] / 2)
+        self.tokens = self.size
+        self.at = time.monotonic()
+
+    async def take(self, n: int = 1) -> None:
+        """Wait until ``n`` messages (at most ``size``) may go."""
+        n = min(n, self.size)
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.size, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+            if self.tokens >= n:
+                self.tokens -= n
+                return
+            await asyncio.sleep((n - self.tokens) / self.rate)
 
 
 @dataclass
@@ -86,6 +114,10 @@ class Peer:
 
     def __post_init__(self) -> None:
         """Transports add their own state."""
+
+    def welcomed(self, welcome: dict) -> None:
+        self.welcomes.append(welcome)
+        self.pace = Pace(welcome.get("rate_limit"))
 
     # -- outgoing ------------------------------------------------------------------
 
@@ -142,12 +174,14 @@ class WsPeer(Peer):
         self.resyncing = False
         self.reader: asyncio.Task | None = None
         self.pinged = 0.0
+        self.pumping = False
+        self.rewind: int | None = None     # a resync while pumping: send again from here
 
     async def connect(self) -> None:
         ws = await self.load.http.ws_connect(f"{self.load.base}/ws", heartbeat=None)
         welcome = await ws.receive_json(timeout=30)
         assert welcome.get("type") == "welcome", welcome
-        self.welcomes.append(welcome)
+        self.welcomed(welcome)
         self.id, self.token = welcome["id"], welcome["token"]
         self.load.by_id[self.id] = self
         self._attach(ws)
@@ -168,7 +202,7 @@ class WsPeer(Peer):
                 if obj.get("type") == "error" and obj.get("code") in RETRIED_CODES:
                     self._resync_soon()
                 elif obj.get("type") == "pong" and obj.get("ref") == "resync":
-                    asyncio.create_task(self._resend_kept())
+                    asyncio.create_task(self._pump())
                 elif obj.get("type") == "pong" and self.kept and time.monotonic() - self.kept[0].sent_at > STUCK_AFTER:
                     self._resync_soon()
                 continue
@@ -188,9 +222,14 @@ class WsPeer(Peer):
             await asyncio.sleep(RESYNC_DELAY)
             self.resyncing = False
             if self.online.is_set():  # else the resume sends everything kept
-                await self._send_raw('{"type":"ping","id":"resync"}')
+                await self._send('{"type":"ping","id":"resync"}')
 
         asyncio.create_task(resync())
+
+    async def _send(self, text: str) -> bool:
+        """Send at our pace."""
+        await self.pace.take()
+        return await self._send_raw(text)
 
     async def _send_raw(self, text: str) -> bool:
         try:
@@ -199,13 +238,32 @@ class WsPeer(Peer):
         except (aiohttp.ClientError, ConnectionError, RuntimeError):
             return False  # the reader sees the close and resumes
 
-    async def _resend_kept(self) -> None:
-        now = time.monotonic()
-        for out in list(self.kept):
-            out.sent_at = now
-            self.resends += 1
-            if not await self._send_raw(out.text):
-                return
+    async def _pump(self) -> None:
+        """Send again, in order and at our pace, every kept message above ``received``, and
+        what is kept meanwhile; ticks leave their messages to it while it runs."""
+        if self.pumping:
+            self.rewind = self.received
+            return
+        self.pumping = True
+        try:
+            last = self.received
+            while self.online.is_set():
+                if self.rewind is not None:
+                    last, self.rewind = self.rewind, None
+                out = next((o for o in self.kept if o.cseq > last), None)
+                if out is None:
+                    return
+                await self.pace.take()
+                if not self.online.is_set():
+                    return
+                if out.sent_at:
+                    self.resends += 1
+                out.sent_at = time.monotonic()
+                if not await self._send_raw(out.text):
+                    return
+                last = out.cseq
+        finally:
+            self.pumping = False
 
     async def _resume(self, closed_at: float) -> None:
         while not self.closing:
@@ -216,34 +274,40 @@ class WsPeer(Peer):
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError, TypeError, ValueError):
                 await asyncio.sleep(RETRY_DELAY)
                 continue
-            self.welcomes.append(welcome)
+            if welcome.get("code") == "unavailable":  # the backend failed (1013): again
+                await ws.close()
+                await asyncio.sleep(RETRY_DELAY)
+                continue
             if welcome.get("type") != "welcome":  # refused: problems() reports it
+                self.welcomes.append(welcome)
                 await ws.close()
                 return
+            self.welcomed(welcome)
             self.outages.append(time.monotonic() - closed_at)
             self.confirm(welcome.get("received", 0))
             self._attach(ws)
             self.online.set()
-            await self._resend_kept()
+            await self._pump()
             return
 
     async def tick(self) -> None:
         out = self.next_message(time.monotonic())
-        if not self.online.is_set():
-            return  # kept; sent again after the resume
+        if not self.online.is_set() or self.pumping:
+            return  # kept; the resume or the pump sends it
+        await self.pace.take()
         out.sent_at = time.monotonic()
         if not await self._send_raw(out.text):
             return
         if out.sent_at - self.pinged >= CONFIRM_EVERY:
             self.pinged = out.sent_at
-            await self._send_raw('{"type":"ping"}')
+            await self._send('{"type":"ping"}')
 
     async def confirm_all(self) -> None:
         """Ping until the server confirmed everything kept (settling)."""
         if self.online.is_set():
             if self.kept and time.monotonic() - self.kept[0].sent_at > STUCK_AFTER:
-                await self._resend_kept()
-            await self._send_raw('{"type":"ping"}')
+                await self._pump()
+            await self._send('{"type":"ping"}')
 
     async def close(self) -> None:
         self.closing = True
@@ -272,7 +336,7 @@ class PollingPeer(Peer):
         async with self.load.http.post(f"{self.load.base}/api/sessions") as resp:
             assert resp.status == 201, await resp.text()
             welcome = await resp.json()
-        self.welcomes.append(welcome)
+        self.welcomed(welcome)
         self.id, self.token = welcome["id"], welcome["token"]
         self.load.by_id[self.id] = self
         self.poller = asyncio.create_task(self._poll())
@@ -303,7 +367,8 @@ class PollingPeer(Peer):
         """POST everything kept until a 202 confirms it (a retry repeats nothing)."""
         async with self.flushing:
             while self.kept:
-                batch = list(itertools.islice(self.kept, 64))
+                batch = list(itertools.islice(self.kept, int(self.pace.size)))
+                await self.pace.take(len(batch))  # every message of a batch counts against the rate
                 first_try = all(out.sent_at == 0 for out in batch)
                 now = time.monotonic()
                 for out in batch:
@@ -520,6 +585,7 @@ async def _main(args: argparse.Namespace) -> int:
         await load.settle()
     print(json.dumps(load.report(), indent=2))
     problems = load.problems()
+    problems.sort(key=lambda line: " lost " in line)  # the rarer kinds first
     for line in problems[:50]:
         print("PROBLEM", line)
     return 1 if problems else 0

@@ -9,7 +9,8 @@ import pytest
 
 async def test_create_session_answers_like_welcome(client, open_poller):
     poller = await open_poller(client)
-    assert set(poller.info) == {"id", "token", "heartbeat", "resume", "ice_servers"}
+    assert set(poller.info) == {"id", "token", "heartbeat", "resume", "rate_limit", "ice_servers"}
+    assert poller.info["rate_limit"] == {"rate": 50, "burst": 100}
     assert poller.info["heartbeat"] == 30
 
 

@@ -186,3 +186,27 @@ async def test_binary_frames_get_an_error_and_the_connection_stays(raw):
     assert error["type"] == "error" and error["code"] in ("bad-message", "bad-json")
     await raw.send(client_frame(ping_msg(3)))
     assert (await raw.json())["ref"] == 3
+
+
+async def test_a_flood_in_one_write_is_cut_short_not_worked_through(make_client):
+    """Thousands of messages arriving at once: the rate limit applies as frames are parsed, so
+    the server answers the burst, closes with 1008, and never looks at the rest: the
+    `rate-limited` count stops just past the burst instead of counting every message sent."""
+    client = await make_client(rate_limit=5, rate_limit_burst=5)
+    peer, _ = await RawPeer.open(client)
+    assert (await peer.json())["type"] == "welcome"
+    flood = 5000
+    await peer.send(b"".join(client_frame(ping_msg(n)) for n in range(flood)))
+    kinds = []
+    while True:
+        opcode, payload = await peer.frame()
+        if opcode == CLOSE:
+            break
+        kinds.append(json.loads(payload).get("code") or json.loads(payload)["type"])
+    assert struct.unpack("!H", payload[:2])[0] == 1008
+    assert kinds[:5] == ["pong"] * 5 and "rate-limited" in kinds, kinds
+    metrics = await (await client.get("/metrics")).text()
+    limited = next(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith('signaling_errors_total{code="rate-limited"}'))
+    assert limited == 5 + 1, f"{limited:g} messages counted rate-limited of {flood} sent"
+    peer.writer.close()

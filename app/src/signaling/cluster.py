@@ -124,9 +124,13 @@ class RedisHub(Hub):
     async def start(self) -> None:
         # A blocking pool: a burst of work (hundreds of peers resuming at once after a
         # proxy reload) queues for a connection instead of failing with "Too many
-        # connections", the plain pool's answer beyond its size.
+        # connections", the plain pool's answer beyond its size. It queues without a
+        # timeout of its own (every command has its socket timeouts): on Python 3.11 a
+        # waiter timing out just after it was woken swallows the wake-up (asyncio.Condition,
+        # fixed in 3.13), and enough of those left waiters asleep beside idle connections,
+        # failing with "No connection available" for minutes after a resume storm.
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5,
+            self.settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=None,
             socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
         )
         self.redis = aioredis.Redis.from_pool(pool)
@@ -391,9 +395,16 @@ class RedisHub(Hub):
     # The scripts of these check and count the client sequence number with the effect.
     admits_itself = p.RELAYED | {"join", "leave", "ping"}
 
-    async def receive(self, sess: Session, msg: Any, now: float) -> bool:
+    async def refuse(self, sess: Session, strikes: int) -> bool:
         try:
-            return await super().receive(sess, msg, now)
+            return await super().refuse(sess, strikes)
+        except REDIS_ERRORS as exc:  # the answer is a courtesy; the message is dropped either way
+            log.warning("redis error while refusing a message", extra={"peer": sess.id, "error": str(exc)})
+            return True
+
+    async def receive(self, sess: Session, msg: Any, now: float, *, rate_checked: bool = False) -> bool:
+        try:
+            return await super().receive(sess, msg, now, rate_checked=rate_checked)
         except REDIS_ERRORS as exc:
             log.warning("redis error while handling a message", extra={"peer": sess.id, "error": str(exc)})
             self.metrics.errors[p.UNAVAILABLE] += 1
@@ -547,4 +558,8 @@ class RedisHub(Hub):
     def gauges(self) -> dict[str, tuple[str, dict[str, float] | float]]:
         gauges = super().gauges()
         gauges["signaling_redis_up"] = ("1 while Redis answers.", int(self.healthy))
+        pool = self.redis.connection_pool if self.redis is not None else None
+        if pool is not None:
+            gauges["signaling_redis_connections"] = ("Connections of the Redis pool by state.", {
+                "in_use": len(pool._in_use_connections), "idle": len(pool._available_connections)})
         return gauges

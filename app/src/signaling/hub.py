@@ -157,16 +157,31 @@ class Hub:
     # admitted by ``receive`` before they are handled.
     admits_itself: frozenset[str] = frozenset()
 
-    async def receive(self, sess: Session, msg: Any, now: float) -> bool:
-        """Handle one decoded message from ``sess``. False means: close it (abuse)."""
+    def over_limit(self, sess: Session, now: float) -> int:
+        """The rate limit, applied as a message arrives: 0 lets it through. Otherwise the
+        message is dropped (counted as ``rate-limited``) and the answer is how many were dropped
+        in a row; more than ``rate_limit_burst`` is a flood, which ends the connection."""
         s = self.settings
-        if not sess.allow(now, s.rate_limit, s.rate_limit_burst):
-            self.metrics.errors[p.RATE_LIMITED] += 1
-            if sess.strikes > s.rate_limit_burst:
-                return False
-            if sess.strikes == 1 or sess.strikes % 10 == 0:  # don't answer a flood message for message
-                await self.deliver(sess, prefix_of(p.error(p.RATE_LIMITED, f"more than {s.rate_limit:g} messages/s")))
-            return True
+        if sess.allow(now, s.rate_limit, s.rate_limit_burst):
+            return 0
+        self.metrics.errors[p.RATE_LIMITED] += 1
+        return sess.strikes
+
+    async def refuse(self, sess: Session, strikes: int) -> bool:
+        """Answer a message the rate limit dropped: the first and every tenth of a run get
+        ``rate-limited`` (a flood is not answered message for message). False for a flood."""
+        s = self.settings
+        if strikes > s.rate_limit_burst:
+            return False
+        if strikes == 1 or strikes % 10 == 0:
+            await self.deliver(sess, prefix_of(p.error(p.RATE_LIMITED, f"more than {s.rate_limit:g} messages/s")))
+        return True
+
+    async def receive(self, sess: Session, msg: Any, now: float, *, rate_checked: bool = False) -> bool:
+        """Handle one decoded message from ``sess``. False means: close it (a flood).
+        ``rate_checked``: the caller applied ``over_limit`` when the message arrived."""
+        if not rate_checked and (strikes := self.over_limit(sess, now)):
+            return await self.refuse(sess, strikes)
         try:
             cseq = p.cseq_of(msg)
             try:

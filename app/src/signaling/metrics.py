@@ -41,7 +41,7 @@ class Metrics:
         family("signaling_build_info", "gauge", "Version of the running server.", [(label("version", version), 1)])
         for name, (help_, value) in gauges.items():
             if isinstance(value, dict):
-                key = "transport" if name == "signaling_connections" else "kind"
+                key = {"signaling_connections": "transport", "signaling_redis_connections": "state"}.get(name, "kind")
                 family(name, "gauge", help_, [(label(key, k), v) for k, v in sorted(value.items())])
             else:
                 family(name, "gauge", help_, [("", value)])

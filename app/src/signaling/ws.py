@@ -24,6 +24,7 @@ log = logging.getLogger("signaling.ws")
 # stays up.
 HARD_FRAME_LIMIT = 1 << 20
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 registry: "Try Again Later"
 
 
 def welcome(sess: Session, settings, lost: int | None = None) -> dict:
@@ -34,6 +35,7 @@ def welcome(sess: Session, settings, lost: int | None = None) -> dict:
         "token": sess.token,
         "heartbeat": settings.heartbeat,
         "resume": settings.resume_window,
+        "rate_limit": {"rate": settings.rate_limit, "burst": settings.rate_limit_burst},
         "ice_servers": ice_servers(settings, sess.id, time.time()),
     }
     if lost is not None:  # a resume
@@ -81,6 +83,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if sess is not None and sess.ws is None and sess.detached_at is None:
             sess.detached_at = time.monotonic()  # the resume window runs; the sweeper ends it
         return _taken_over()
+    except Exception as exc:  # the backend failed (cluster: Redis unreachable or overloaded)
+        log.warning("could not open or resume a session", extra={"error": str(exc)})
+        if sess is not None and sess.ws is None and sess.detached_at is None:
+            sess.detached_at = time.monotonic()
+        try:
+            conn.write(frame(p.dumps(p.error(p.UNAVAILABLE, "cluster backend unreachable; try again"))))
+        except ConnectionResetError:
+            pass
+        conn.hang_up(CLOSE_TRY_AGAIN, b"try again later")
+        return _taken_over()
     conn.start(sess)
     return _taken_over()
 
@@ -127,9 +139,23 @@ class Peer(Connection):
     def on_message(self, kind: WSMsgType, payload: bytes | bytearray) -> None:
         sess = self.sess
         if not self.started:
-            self.early = (self.early or []) + [(kind, payload)]
+            if self.early is None:
+                self.early = []
+            self.early.append((kind, payload))  # the rate limit applies when they are replayed
             return
         now = sess.last_rx = time.monotonic()
+        # The rate limit applies as frames are parsed, before any work is queued: a flood costs
+        # a bucket check per message, and the close stops parsing what is left of its input.
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            strikes = self.hub.over_limit(sess, now)
+            if strikes > self.settings.rate_limit_burst:
+                log.warning("closing flooding peer", extra={"peer": sess.id})
+                self.stop_reading()
+                self._run(self._close_flood())  # after the work already queued, answers included
+                return
+            if strikes:
+                self._run(self.hub.refuse(sess, strikes))
+                return
         if kind is WSMsgType.TEXT:
             self._run(self._text(sess, payload, now))
         elif kind is WSMsgType.BINARY:
@@ -147,9 +173,10 @@ class Peer(Connection):
             if self._utf8(data):
                 await hub.error(sess, p.BAD_JSON, f"not valid JSON: {exc.msg}")
             return
-        if not await hub.receive(sess, obj, now):
-            log.warning("closing flooding peer", extra={"peer": sess.id})
-            self.hang_up(WSCloseCode.POLICY_VIOLATION, b"rate limit")
+        await hub.receive(sess, obj, now, rate_checked=True)
+
+    async def _close_flood(self) -> None:
+        self.hang_up(WSCloseCode.POLICY_VIOLATION, b"rate limit", linger=True)
 
     def _utf8(self, data: bytes | bytearray) -> bool:
         """RFC 6455 8.1: a text frame that is not UTF-8 fails the connection (1007)."""
@@ -162,7 +189,9 @@ class Peer(Connection):
 
     def on_close(self, code: int | None) -> None:
         if not self.started:
-            self.early = (self.early or []) + [(None, code)]
+            if self.early is None:
+                self.early = []
+            self.early.append((None, code))
             return
         self._run(self._closed(code))
 

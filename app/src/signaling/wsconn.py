@@ -43,6 +43,7 @@ log = logging.getLogger("signaling.ws")
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 PROTOCOL_ERROR, MESSAGE_TOO_BIG = 1002, 1009
 NO_STATUS = 1005            # a close frame without a code
+LINGER = 2.0                # seconds a lingering close waits for the client to close its side
 MAX_BUFFERED = 4 << 20      # bytes queued for a peer that does not read
 _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
@@ -67,7 +68,7 @@ class Connection(asyncio.Protocol):
     wait), ``closed``.
     """
 
-    __slots__ = ("transport", "max_size", "buf", "frag_op", "frags", "frag_size", "closing")
+    __slots__ = ("transport", "max_size", "buf", "frag_op", "frags", "frag_size", "closing", "deaf")
 
     def __init__(self, max_size: int) -> None:
         self.transport: asyncio.Transport | None = None
@@ -77,6 +78,7 @@ class Connection(asyncio.Protocol):
         self.frags: list[bytes] | None = None
         self.frag_size = 0          # bytes in frags so far
         self.closing = False        # we sent a close frame or saw the socket go
+        self.deaf = False           # stop_reading() was called: input is neither read nor parsed
 
     # -- hooks -----------------------------------------------------------------
 
@@ -111,13 +113,22 @@ class Connection(asyncio.Protocol):
         """Send a close frame and hang up (no wait for the client's answer)."""
         return self.hang_up(code, message)
 
-    def hang_up(self, code: int, message: bytes = b"", client_code: int | None = None) -> bool:
+    def hang_up(self, code: int, message: bytes = b"", client_code: int | None = None, linger: bool = False) -> bool:
+        """Send a close frame and close. ``linger``: half-close instead, and read and drop what
+        the client still sends until it closes (at most LINGER seconds). Closing a socket with
+        unread input resets it, and the reset can destroy the close frame before the client
+        reads it: a client that was still writing (a flood) would see 1006, not our code."""
         if self.closing:
             return False
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(frame(_CLOSE.pack(code) + message[:123], OP_CLOSE))
-            transport.close()
+            if linger and transport.can_write_eof():
+                transport.write_eof()
+                transport.resume_reading()
+                asyncio.get_running_loop().call_later(LINGER, transport.abort)
+            else:
+                transport.close()
         self._lost(client_code)
         return True
 
@@ -142,8 +153,17 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         pass
 
+    def stop_reading(self) -> None:
+        """Ignore everything the client sends from now on: the rest of the input at hand is
+        not parsed, and the socket is not read (TCP holds the client back) until the close."""
+        self.deaf = True
+        self.buf = bytearray()
+        self.frags = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.deaf:
             return
         if self.buf:  # the rest of a frame arriving in pieces: parse from the growing buffer
             self.buf += data
@@ -213,7 +233,7 @@ class Connection(asyncio.Protocol):
             return False
         else:
             return self._fail(b"unknown opcode")
-        return not self.closing
+        return not (self.closing or self.deaf)
 
     def _fail(self, why: bytes) -> bool:
         self.hang_up(PROTOCOL_ERROR, why)

@@ -16,7 +16,9 @@
 // skipped something: an `unavailable`, `out-of-order` or `rate-limited` error
 // (the client pings 200 ms later), or a pong whose `received` is below the
 // highest `cseq` written before its ping. While messages are unconfirmed on a
-// WebSocket, a `ping` every second gets them confirmed. Messages sent while
+// WebSocket, a `ping` every second gets them confirmed. What is kept goes at
+// a pace (Pace: a token bucket half the server's), so a long outage's backlog
+// is never dropped for flooding. Messages sent while
 // disconnected are kept the same way; a new session drops them (they were
 // addressed to the old one) and counts from 1 again.
 //
@@ -47,6 +49,40 @@ const RESYNC_DELAY_MS = 200;      // after an error that says a message was not 
 export const RESENT_CODES = new Set(["unavailable", "out-of-order", "rate-limited"]);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A token bucket of our own, half the server's (`rate_limit` in `welcome`;
+ * protocol: "Sending at a pace"): what goes at its pace is never dropped for
+ * flooding, however much was kept during an outage.
+ */
+export class Pace {
+  constructor({ rate = 50, burst = 100 } = {}) {
+    this.rate = 0.9 * (rate > 0 ? rate : 50); // room for the pings and acks, which count too
+    this.size = Math.max(1, (burst > 0 ? burst : 100) / 2);
+    this.tokens = this.size;
+    this.at = performance.now();
+  }
+
+  _refill() {
+    const now = performance.now();
+    this.tokens = Math.min(this.size, this.tokens + ((now - this.at) / 1000) * this.rate);
+    this.at = now;
+  }
+
+  /** Take `n` tokens if there are; true when taken. */
+  take(n = 1) {
+    this._refill();
+    if (this.tokens < n) return false;
+    this.tokens -= n;
+    return true;
+  }
+
+  /** Milliseconds until `n` tokens (at most `size`) are there. */
+  wait(n = 1) {
+    this._refill();
+    return Math.max(0, Math.ceil(((Math.min(n, this.size) - this.tokens) / this.rate) * 1000));
+  }
+}
 
 /** Exponential backoff with +-25 % jitter. */
 export function backoffDelay(attempt) {
@@ -101,6 +137,8 @@ export class Signaling extends EventTarget {
     this._pollGen = 0;         // bumping it stops the running poll loop
     this._pollAbort = null;
     this._flushing = false;
+    this._pace = new Pace();
+    this._paceTimer = null;    // WebSocket: a flush waiting for the pace
   }
 
   // ---- public API -------------------------------------------------------
@@ -260,6 +298,7 @@ export class Signaling extends EventTarget {
     if (Number.isFinite(welcome.heartbeat) && welcome.heartbeat > 0) this.heartbeat = welcome.heartbeat;
     if (Number.isFinite(welcome.resume) && welcome.resume >= 0) this.resumeWindow = welcome.resume;
     if (Array.isArray(welcome.ice_servers)) this.iceServers = welcome.ice_servers;
+    if (welcome.rate_limit && typeof welcome.rate_limit === "object") this._pace = new Pace(welcome.rate_limit);
     this.transport = transport;
     this.stats.connects++;
     this._attempt = 0;
@@ -439,7 +478,7 @@ export class Signaling extends EventTarget {
   _stopTimers() {
     clearInterval(this._pingTimer);
     this._pingTimer = null;
-    for (const name of ["_ackTimer", "_confirmTimer", "_resyncTimer"]) {
+    for (const name of ["_ackTimer", "_confirmTimer", "_resyncTimer", "_paceTimer"]) {
       clearTimeout(this[name]);
       this[name] = null;
     }
@@ -588,7 +627,9 @@ export class Signaling extends EventTarget {
     let failures = 0;
     try {
       while (this._kept.length && this._wanted && gen === this._pollGen && this.transport === "polling") {
-        const batch = takeBatch(this._kept);
+        const batch = takeBatch(this._kept, Math.floor(this._pace.size));
+        while (!this._pace.take(batch.length)) await sleep(this._pace.wait(batch.length)); // each counts
+        if (gen !== this._pollGen) return;
         for (const out of batch) this._count(out);
         let res;
         try {
@@ -635,6 +676,12 @@ export class Signaling extends EventTarget {
       if (!ws || ws.readyState !== WebSocket.OPEN) return;
       for (const out of this._kept) {
         if (out.cseq <= this._written) continue;
+        if (!this._pace.take()) { // the rest when the pace allows
+          if (!this._paceTimer) {
+            this._paceTimer = setTimeout(() => { this._paceTimer = null; this._flush(); }, this._pace.wait());
+          }
+          break;
+        }
         this._count(out);
         ws.send(out.text);
         this._written = out.cseq;
@@ -706,10 +753,10 @@ function parseFrame(data) {
 }
 
 /** The first kept messages that fit in one POST body (at least one). */
-function takeBatch(kept) {
+function takeBatch(kept, most = MAX_BATCH_COUNT) {
   let bytes = 2;
   let count = 0;
-  while (count < kept.length && count < MAX_BATCH_COUNT) {
+  while (count < kept.length && count < Math.min(most, MAX_BATCH_COUNT)) {
     const size = kept[count].text.length + 1;
     if (count && bytes + size > MAX_BATCH_BYTES) break;
     bytes += size;
