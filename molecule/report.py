@@ -2,6 +2,8 @@
 
 * ``<scenario>/testssl.json``: testssl.sh's grade of that deployment's TLS and
   its findings rated HIGH or CRITICAL;
+* ``<scenario>/flood.json``: quiet peers' median round trips before and
+  during a flood (hostile checks);
 * ``resilience-<proxy>.json``: the resilience scenario's messages sent,
   delivered, lost and duplicated, resumes and the longest time a peer could
   not send.
@@ -32,6 +34,18 @@ def testssl_rows() -> list[str]:
     return rows
 
 
+def flood_rows() -> list[str]:
+    rows = []
+    for path in sorted(ARTIFACTS.glob("*/flood.json")):
+        run = json.loads(path.read_text())
+        last = run["attempts"][-1]
+        pairs = ", ".join(f"{a} -> {b} ms" for a, b in zip(last["before_ms"], last["during_ms"]))
+        worst = max(b / a for a, b in zip(last["before_ms"], last["during_ms"]))
+        rows.append(f"  {path.parent.name:<12} {pairs} (x{worst:.2f} at worst; attempt {len(run['attempts'])},"
+                    f" {run['floods']} floods closed with {run['closes']})")
+    return rows
+
+
 def resilience_rows() -> list[str]:
     rows = []
     for path in sorted(ARTIFACTS.glob("resilience-*.json")):
@@ -47,7 +61,9 @@ def resilience_rows() -> list[str]:
 
 
 def main() -> int:
-    sections = [("TLS graded by testssl.sh", testssl_rows()), ("Faults under load (resilience)", resilience_rows())]
+    sections = [("TLS graded by testssl.sh", testssl_rows()),
+                ("Quiet peers' median round trip before -> during a flood", flood_rows()),
+                ("Faults under load (resilience)", resilience_rows())]
     for title, rows in sections:
         print(f"{title}:")
         print("\n".join(rows) if rows else "  (no figures: the scenario did not run here)")
