@@ -402,9 +402,9 @@ class RedisHub(Hub):
             log.warning("redis error while refusing a message", extra={"peer": sess.id, "error": str(exc)})
             return True
 
-    async def receive(self, sess: Session, msg: Any, now: float, *, rate_checked: bool = False) -> bool:
+    async def handle(self, sess: Session, msg: Any, now: float) -> None:
         try:
-            return await super().receive(sess, msg, now, rate_checked=rate_checked)
+            await super().handle(sess, msg, now)
         except REDIS_ERRORS as exc:
             log.warning("redis error while handling a message", extra={"peer": sess.id, "error": str(exc)})
             self.metrics.errors[p.UNAVAILABLE] += 1
@@ -414,7 +414,6 @@ class RedisHub(Hub):
                 await sess.ws.send_frame(p.dumps(p.error(p.UNAVAILABLE, "cluster backend unreachable; retry")), TEXT)
             except SEND_ERRORS:
                 pass
-            return True
 
     async def _local(self, sid: str, result: Any, prefix: bytes) -> None:
         """After a delivery script: write to the socket here if the target is ours."""

@@ -177,23 +177,27 @@ class Hub:
             await self.deliver(sess, prefix_of(p.error(p.RATE_LIMITED, f"more than {s.rate_limit:g} messages/s")))
         return True
 
-    async def receive(self, sess: Session, msg: Any, now: float, *, rate_checked: bool = False) -> bool:
-        """Handle one decoded message from ``sess``. False means: close it (a flood).
-        ``rate_checked``: the caller applied ``over_limit`` when the message arrived."""
-        if not rate_checked and (strikes := self.over_limit(sess, now)):
+    async def receive(self, sess: Session, msg: Any, now: float) -> bool:
+        """The rate limit, then ``handle``. False means: close it (a flood)."""
+        if strikes := self.over_limit(sess, now):
             return await self.refuse(sess, strikes)
+        await self.handle(sess, msg, now)
+        return True
+
+    async def handle(self, sess: Session, msg: Any, now: float) -> None:
+        """Handle one decoded message from ``sess`` that the rate limit let through."""
         try:
             cseq = p.cseq_of(msg)
             try:
                 msg = p.validate(msg)
             except p.ProtocolError:  # a refused message counts as handled too
                 if cseq is not None and not await self.admitted(sess, await self.admit(sess, cseq)):
-                    return True
+                    return
                 raise
             kind = msg["type"]
             if cseq is not None and kind not in self.admits_itself:
                 if not await self.admitted(sess, await self.admit(sess, cseq), msg.get("id")):
-                    return True
+                    return
             if kind in p.RELAYED:
                 await self.relay(sess, kind, msg, now)
             elif kind == "ping":
@@ -208,7 +212,6 @@ class Hub:
                 await self.ack(sess, msg["seq"])
         except p.ProtocolError as exc:
             await self.error(sess, exc.code, exc.message, exc.ref)
-        return True
 
     async def admit(self, sess: Session, cseq: int) -> int:
         """Count ``cseq`` handled if it is the next one expected (p.HANDLE), or say

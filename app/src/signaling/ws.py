@@ -136,12 +136,16 @@ class Peer(Connection):
 
     # -- frames in ---------------------------------------------------------------
 
+    def _keep_early(self, kind: WSMsgType | None, payload: bytes | bytearray | int | None) -> None:
+        """A frame (or the close: kind None) before the session was attached; start() replays it."""
+        if self.early is None:
+            self.early = []
+        self.early.append((kind, payload))
+
     def on_message(self, kind: WSMsgType, payload: bytes | bytearray) -> None:
         sess = self.sess
         if not self.started:
-            if self.early is None:
-                self.early = []
-            self.early.append((kind, payload))  # the rate limit applies when they are replayed
+            self._keep_early(kind, payload)  # the rate limit applies when they are replayed
             return
         now = sess.last_rx = time.monotonic()
         # The rate limit applies as frames are parsed, before any work is queued: a flood costs
@@ -173,7 +177,7 @@ class Peer(Connection):
             if self._utf8(data):
                 await hub.error(sess, p.BAD_JSON, f"not valid JSON: {exc.msg}")
             return
-        await hub.receive(sess, obj, now, rate_checked=True)
+        await hub.handle(sess, obj, now)  # the rate limit applied on arrival (on_message)
 
     async def _close_flood(self) -> None:
         self.hang_up(WSCloseCode.POLICY_VIOLATION, b"rate limit", linger=True)
@@ -189,9 +193,7 @@ class Peer(Connection):
 
     def on_close(self, code: int | None) -> None:
         if not self.started:
-            if self.early is None:
-                self.early = []
-            self.early.append((None, code))
+            self._keep_early(None, code)
             return
         self._run(self._closed(code))
 
