@@ -38,6 +38,7 @@ import asyncio
 import functools
 import http.client
 import json
+import os
 import re
 import secrets
 import socket
@@ -50,6 +51,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import ip_address
+from pathlib import Path
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -289,6 +291,13 @@ def _stopped(site: Site, instances: list[Instance]) -> Iterator[None]:
         for i in instances:
             i.wait_ready()
         _wait_site_serves(site)
+
+
+def artifacts_dir() -> Path:
+    """``molecule/artifacts/<scenario>/``: what a run keeps for people to read
+    (scanner output, measured figures; molecule/report.py prints them)."""
+    scenario = os.environ["MOLECULE_SCENARIO_NAME"]
+    return Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule" / "artifacts" / scenario
 
 
 def run_async(coro):

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -46,12 +45,11 @@ import tarfile
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
-from deployment_checks import SITE_NAME, _instances, hsts_preload, proxy_host, site
+from deployment_checks import SITE_NAME, _instances, artifacts_dir, hsts_preload, proxy_host, site
 from testinfra_helpers import container_address, inventory_host, inventory_hosts, run_ca_file, run_credentials_dir
 
 __all__ = [
@@ -92,17 +90,12 @@ TURN_PORT = 3478
 # TLS graded by testssl.sh
 # ---------------------------------------------------------------------------
 
-def _artifacts_dir() -> Path:
-    scenario = os.environ["MOLECULE_SCENARIO_NAME"]
-    return Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule" / "artifacts" / scenario
-
-
 @pytest.fixture(scope="module")
 def testssl_findings(site) -> dict[str, list[dict]]:
     """testssl.sh's findings for the site, by id (an id can repeat), from its JSON file."""
     testssl = shutil.which("testssl") or shutil.which("testssl.sh")
     assert testssl, "testssl.sh is not installed on the controller: run `bash tests/setup-host.sh`"
-    out = _artifacts_dir()
+    out = artifacts_dir()
     out.mkdir(parents=True, exist_ok=True)
     json_file, log_file = out / "testssl.json", out / "testssl.log"
     cmd = [testssl, "--quiet", "--warnings", "batch", "--color", "0", "--overwrite",
@@ -182,7 +175,7 @@ def test_testssl_grade(testssl_findings, capsys):
     with capsys.disabled():  # in the run's output, pass or fail
         print(f"\ntestssl.sh grade: {grade} (final score {_one(testssl_findings, 'final_score')['finding']};"
               f" HSTS preload {'on' if hsts_preload() else 'off'}; caps: {caps or 'none'});"
-              f" findings and log: {_artifacts_dir()}/testssl.{{json,log}}")
+              f" findings and log: {artifacts_dir()}/testssl.{{json,log}}")
     assert grade in (("A+",) if hsts_preload() else GRADES_AT_LEAST_A), caps
 
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import secrets
 import ssl
 import statistics
@@ -62,7 +61,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -72,6 +70,7 @@ from deployment_checks import (
     Site,
     WsPeer,
     _instances,
+    artifacts_dir,
     proxy_host,
     proxy_kind,
     run_async,
@@ -582,7 +581,7 @@ def test_flooding_peer_rate_limited_without_slowing_others(site):
 
 def _write_flood_artifact(attempts: list[tuple[list[float], list[float]]], floods: list[dict]) -> None:
     """``molecule/artifacts/<scenario>/flood.json``: the round trips and floods, for report.py."""
-    out = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule" / "artifacts" / os.environ["MOLECULE_SCENARIO_NAME"]
+    out = artifacts_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / "flood.json").write_text(json.dumps({
         "attempts": [{"before_ms": [round(t * 1000, 2) for t in was], "during_ms": [round(t * 1000, 2) for t in now]}

@@ -22,10 +22,14 @@ from pathlib import Path
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
+def _artifacts(pattern: str) -> list[tuple[Path, object]]:
+    """Every artefact matching ``pattern`` under ARTIFACTS, in name order, with its JSON."""
+    return [(path, json.loads(path.read_text())) for path in sorted(ARTIFACTS.glob(pattern))]
+
+
 def testssl_rows() -> list[str]:
     rows = []
-    for path in sorted(ARTIFACTS.glob("*/testssl.json")):
-        findings = json.loads(path.read_text())
+    for path, findings in _artifacts("*/testssl.json"):
         by_id = {f["id"]: f for f in findings}
         grade = by_id.get("overall_grade", {}).get("finding", "?")
         severe = sorted(f["id"] for f in findings if f.get("severity") in ("HIGH", "CRITICAL"))
@@ -36,8 +40,7 @@ def testssl_rows() -> list[str]:
 
 def flood_rows() -> list[str]:
     rows = []
-    for path in sorted(ARTIFACTS.glob("*/flood.json")):
-        run = json.loads(path.read_text())
+    for path, run in _artifacts("*/flood.json"):
         last = run["attempts"][-1]
         pairs = ", ".join(f"{a} -> {b} ms" for a, b in zip(last["before_ms"], last["during_ms"]))
         worst = max(b / a for a, b in zip(last["before_ms"], last["during_ms"]))
@@ -48,8 +51,7 @@ def flood_rows() -> list[str]:
 
 def resilience_rows() -> list[str]:
     rows = []
-    for path in sorted(ARTIFACTS.glob("resilience-*.json")):
-        run = json.loads(path.read_text())
+    for _, run in _artifacts("resilience-*.json"):
         r = run["report"]
         rows.append(
             f"  {run['proxy']:<7} {r['peers']} peers ({r['polling_peers']} polling), {r['seconds']} s:"
