@@ -72,15 +72,15 @@ browser-test: venv  ## the app's client in Debian's chromium (Playwright)
 
 molecule: venv  ## end-to-end on systemd containers, every scenario but resilience (builds the image first)
 	bash molecule/image/build.sh
-	for scenario in $(SCENARIOS); do $(VENV)/bin/molecule test -s $$scenario; done
+	for scenario in $(SCENARIOS); do bash molecule/run-scenario.sh $$scenario; done
 
 resilience: resilience-scenario  ## 1,000 peers through faults, nothing lost: nginx, then Apache (figures in molecule/artifacts/)
 	@$(PY) molecule/report.py
 
 resilience-scenario: venv
 	bash molecule/image/build.sh
-	$(VENV)/bin/molecule test -s resilience
-	MOLECULE_PROXY=apache $(VENV)/bin/molecule test -s resilience
+	bash molecule/run-scenario.sh resilience
+	MOLECULE_PROXY=apache bash molecule/run-scenario.sh resilience
 
 bench: venv  ## benchmarks, see bench/README.md
 	$(MAKE) -C bench all PY=$(abspath $(PY))
