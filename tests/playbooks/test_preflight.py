@@ -121,6 +121,12 @@ def test_instances_default_to_one_per_cpu_on_loopback(tmp_path):
             id="unknown-proxy",
         ),
         pytest.param(
+            {"signaling_app": {"one": None}, "proxy": {"one": None}},
+            {"proxy_conn_per_address": 100000},
+            "proxy_conn_per_address must be 1 to 65535",
+            id="conn-limit-too-high",
+        ),
+        pytest.param(
             {"signaling_app": {"one": {"signaling_app_instances": 2}}, "proxy": {"one": None}},
             {},
             "2 app instances in total (one) share sessions and rooms only through Redis",
