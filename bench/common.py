@@ -8,6 +8,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -125,6 +126,68 @@ def peerjs_server(port: int, limit: int = 100000) -> Server:
         raise RuntimeError(f"{PEERJS_BIN} is missing: run `npm ci` in bench/ (make bench does)")
     return Server("peerjs", port, ["node", str(PEERJS_BIN), "--host", "127.0.0.1", "--port", str(port),
                                    "--concurrent_limit", str(limit)])
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the load generator connects: ``host:port``, over TLS when ``tls`` is set.
+    ``server_name`` is the Host header and TLS SNI name (a proxy answers only its own)."""
+
+    label: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    tls: ssl.SSLContext | None = None
+    server_name: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``scheme://host:port``: connect there, send ``host_header`` and SNI ``server_name``."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def host_header(self) -> str:
+        return f"{self.server_name or self.host}:{self.port}"
+
+
+class ProcessMeter:
+    """CPU seconds and resident memory of one process (a server this benchmark started)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def memory_bytes(self) -> int:
+        return rss_bytes(self.pid)
+
+
+class ContainerMeter:
+    """CPU seconds and memory of a whole container (every process of a deployed host): its
+    cgroup's CPU usage and the memory charged to it, kernel socket buffers included."""
+
+    def __init__(self, container_id: str) -> None:
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        if v2:
+            base = next((p for p in (Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope"),
+                                     Path(f"/sys/fs/cgroup/docker/{container_id}")) if p.exists()), None)
+            self._cpu = (base / "cpu.stat", 1e-6) if base else None
+            self._mem = base / "memory.current" if base else None
+        else:
+            self._cpu = (Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage"), 1e-9)
+            self._mem = Path(f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes")
+        if self._cpu is None or not self._cpu[0].exists() or not self._mem.exists():
+            raise RuntimeError(f"no cgroup found for container {container_id}")
+
+    def cpu_seconds(self) -> float:
+        path, unit = self._cpu
+        text = path.read_text()
+        if path.name == "cpu.stat":
+            text = next(line.split()[1] for line in text.splitlines() if line.startswith("usage_usec"))
+        return int(text) * unit
+
+    def memory_bytes(self) -> int:
+        return int(self._mem.read_text())
 
 
 def cpu_seconds(pid: int) -> float:

@@ -48,7 +48,7 @@ class Tally:
         self.failed: list[str] = []
 
 
-async def _open_one(flavor, port: int, i: int, tally: Tally, timeout: float) -> WSClient | None:
+async def _open_one(flavor, endpoint: common.Endpoint, i: int, tally: Tally, timeout: float) -> WSClient | None:
     expected = FIRST_FRAME[flavor.name]
     got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
@@ -57,7 +57,8 @@ async def _open_one(flavor, port: int, i: int, tally: Tally, timeout: float) -> 
             got.set_result(payload)
 
     try:
-        c = await connect("127.0.0.1", port, flavor.path(i), on_text=first, timeout=timeout)
+        c = await connect(endpoint.host, endpoint.port, flavor.path(i), on_text=first, timeout=timeout,
+                          ssl=endpoint.tls, server_name=endpoint.server_name)
         payload = await asyncio.wait_for(got, timeout)
     except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
         tally.failed.append(f"{i}: {type(exc).__name__}: {exc}")
@@ -71,7 +72,8 @@ async def _open_one(flavor, port: int, i: int, tally: Tally, timeout: float) -> 
     return c
 
 
-async def _open_many(flavor, port: int, first: int, n: int, tally: Tally, timeout: float) -> list[WSClient]:
+async def _open_many(flavor, endpoint: common.Endpoint, first: int, n: int, tally: Tally, timeout: float,
+                     concurrency: int = CONCURRENCY) -> list[WSClient]:
     conns: list[WSClient] = []
     next_i = first
     stop = first + n
@@ -81,36 +83,39 @@ async def _open_many(flavor, port: int, first: int, n: int, tally: Tally, timeou
         while next_i < stop:
             i = next_i
             next_i += 1
-            c = await _open_one(flavor, port, i, tally, timeout)
+            c = await _open_one(flavor, endpoint, i, tally, timeout)
             if c is not None:
                 conns.append(c)
 
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     return conns
 
 
-async def measure(name: str, port: int, pid: int, n: int, settle: float, hold: float, timeout: float) -> dict:
+async def measure(name: str, endpoint: common.Endpoint, meter, n: int, settle: float, hold: float,
+                  timeout: float, concurrency: int = CONCURRENCY) -> dict:
+    """Open ``n`` idle connections to ``endpoint`` and hold them; ``meter`` reads the server
+    side's memory and CPU (one process, or a whole deployed host)."""
     flavor = FLAVORS[name]()
     # Warm-up: the first connections pay for lazy imports, caches, arenas.
-    warm = await _open_many(flavor, port, 0, WARMUP_CONNECTIONS, Tally(), timeout)
+    warm = await _open_many(flavor, endpoint, 0, WARMUP_CONNECTIONS, Tally(), timeout, concurrency)
     for c in warm:
         c.close()
     await asyncio.sleep(settle)
-    rss0 = common.rss_bytes(pid)
-    cpu0 = common.cpu_seconds(pid)
+    rss0 = meter.memory_bytes()
+    cpu0 = meter.cpu_seconds()
 
     tally = Tally()
     gc.collect()
     t0 = time.perf_counter()
-    conns = await _open_many(flavor, port, WARMUP_CONNECTIONS, n, tally, timeout)
+    conns = await _open_many(flavor, endpoint, WARMUP_CONNECTIONS, n, tally, timeout, concurrency)
     elapsed = time.perf_counter() - t0
-    cpu1 = common.cpu_seconds(pid)
-    rss_peak = common.rss_bytes(pid)
+    cpu1 = meter.cpu_seconds()
+    rss_peak = meter.memory_bytes()
     await asyncio.sleep(settle)
-    rss1 = common.rss_bytes(pid)
+    rss1 = meter.memory_bytes()
     if hold > 0:  # optionally across a heartbeat, to see pings answered and nothing dropped
         await asyncio.sleep(hold)
-        rss1 = max(rss1, common.rss_bytes(pid))
+        rss1 = max(rss1, meter.memory_bytes())
     closed_by_server = sum(1 for c in conns if c.closed.done())
 
     for c in conns:
@@ -118,7 +123,7 @@ async def measure(name: str, port: int, pid: int, n: int, settle: float, hold: f
     await asyncio.sleep(0.5)
     per_conn = (rss1 - rss0) / max(1, tally.opened)
     return {
-        "server": name,
+        "server": endpoint.label,
         "connections": n,
         "opened": tally.opened,
         "failed": len(tally.failed),
@@ -146,7 +151,8 @@ def one_round(name: str, args) -> dict:
     server.nofile = nofile
     server.start()
     try:
-        return run_loop(measure(name, port, server.pid, args.connections, args.settle, args.hold, args.timeout))
+        return run_loop(measure(name, common.Endpoint(name, port=port), common.ProcessMeter(server.pid),
+                                args.connections, args.settle, args.hold, args.timeout))
     finally:
         server.stop()
 

@@ -128,15 +128,16 @@ class Run:
         self.idle_pairs = 0
 
 
-async def _connect_all(flavor: Flavor, port: int, n: int, client: str):
+async def _connect_all(flavor: Flavor, endpoint: common.Endpoint, n: int, client: str):
     """n open connections with their peer ids; callbacks are set later."""
     first: list[list[bytes]] = [[] for _ in range(n)]
     conns = []
     for i in range(n):
         if client == "raw":
-            c = await connect("127.0.0.1", port, flavor.path(i), on_text=first[i].append)
+            c = await connect(endpoint.host, endpoint.port, flavor.path(i), on_text=first[i].append,
+                              ssl=endpoint.tls, server_name=endpoint.server_name)
         else:
-            c = await _aiohttp_connect(port, flavor.path(i), first[i])
+            c = await _aiohttp_connect(endpoint, flavor.path(i), first[i])
         conns.append(c)
     deadline = time.monotonic() + 10
     while any(not f for f in first):
@@ -155,14 +156,16 @@ class _AioConn:
     __slots__ = ("ws", "on_text", "task")
 
 
-async def _aiohttp_connect(port: int, path: str, sink: list[bytes]):
+async def _aiohttp_connect(endpoint: common.Endpoint, path: str, sink: list[bytes]):
     import aiohttp
 
     global _SESSION
     if _SESSION is None:
         _SESSION = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     c = _AioConn()
-    c.ws = await _SESSION.ws_connect(f"http://127.0.0.1:{port}{path}", autoping=True, compress=0, max_msg_size=0)
+    c.ws = await _SESSION.ws_connect(f"{endpoint.base_url}{path}", autoping=True, compress=0, max_msg_size=0,
+                                     ssl=endpoint.tls or False, headers={"Host": endpoint.host_header},
+                                     server_hostname=endpoint.server_name if endpoint.tls else None)
     c.on_text = sink.append
 
     async def reader() -> None:
@@ -191,9 +194,10 @@ def _set_on_text(conn, fn) -> None:
     conn.on_text = fn
 
 
-async def load(flavor: Flavor, port: int, pairs: int, size: int, warmup: float, duration: float,
-               client: str, server_pid: int) -> dict[str, object]:
-    conns, ids = await _connect_all(flavor, port, 2 * pairs, client)
+async def load(flavor: Flavor, endpoint: common.Endpoint, pairs: int, size: int, warmup: float, duration: float,
+               client: str, meter) -> dict[str, object]:
+    """One measured run against ``endpoint``; ``meter`` reads the server side's CPU seconds."""
+    conns, ids = await _connect_all(flavor, endpoint, 2 * pairs, client)
     run = Run()
     perf = time.perf_counter
     starters = []
@@ -242,10 +246,10 @@ async def load(flavor: Flavor, port: int, pairs: int, size: int, warmup: float, 
             start()
         await asyncio.sleep(warmup)
         run.phase = 1
-        cpu_srv0, cpu_cli0, t_start = common.cpu_seconds(server_pid), time.process_time(), perf()
+        cpu_srv0, cpu_cli0, t_start = meter.cpu_seconds(), time.process_time(), perf()
         await asyncio.sleep(duration)
         run.phase = 2
-        t_end, cpu_srv1, cpu_cli1 = perf(), common.cpu_seconds(server_pid), time.process_time()
+        t_end, cpu_srv1, cpu_cli1 = perf(), meter.cpu_seconds(), time.process_time()
         deadline = time.monotonic() + 10
         while run.idle_pairs < pairs and time.monotonic() < deadline and not run.bad:
             await asyncio.sleep(0.01)
@@ -265,7 +269,7 @@ async def load(flavor: Flavor, port: int, pairs: int, size: int, warmup: float, 
     if not rtts:
         raise RuntimeError(f"{flavor.name}: no round trip completed")
     return {
-        "server": flavor.name,
+        "server": endpoint.label,
         "messages_per_s": run.delivered / elapsed,
         "round_trips": len(rtts),
         "rtt_p50_ms": 1000 * rtts[len(rtts) // 2],
@@ -287,7 +291,8 @@ def one_round(name: str, args) -> dict[str, object]:
     server.start()
     try:
         flavor = FLAVORS[name]()
-        return run_loop(load(flavor, port, args.pairs, args.size, args.warmup, args.duration, args.client, server.pid))
+        return run_loop(load(flavor, common.Endpoint(name, port=port), args.pairs, args.size, args.warmup,
+                             args.duration, args.client, common.ProcessMeter(server.pid)))
     finally:
         server.stop()
 

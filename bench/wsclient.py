@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import ssl as ssl_module
 import struct
 from collections.abc import Callable
 
@@ -132,10 +133,15 @@ class WSClient(asyncio.Protocol):
 
 
 async def connect(host: str, port: int, path: str, on_text: Callable[[bytes], None] | None = None,
-                  local_addr: tuple[str, int] | None = None, timeout: float = 10.0) -> WSClient:
+                  local_addr: tuple[str, int] | None = None, timeout: float = 10.0,
+                  ssl: ssl_module.SSLContext | None = None, server_name: str | None = None) -> WSClient:
+    """An open WebSocket to ``host:port`` (TLS with ``ssl``). ``server_name`` is the Host header
+    and the TLS SNI name (default ``host:port``/``host``): a proxy answers only its own names."""
     loop = asyncio.get_running_loop()
+    host_header = f"{server_name or host}:{port}"
     _, proto = await asyncio.wait_for(
-        loop.create_connection(lambda: WSClient(path, f"{host}:{port}", on_text), host, port, local_addr=local_addr),
+        loop.create_connection(lambda: WSClient(path, host_header, on_text), host, port, local_addr=local_addr,
+                               ssl=ssl, server_hostname=(server_name or host) if ssl else None),
         timeout,
     )
     await asyncio.wait_for(proto.opened, timeout)

@@ -1,0 +1,79 @@
+"""bench/results.png from bench/results.json (bench/stack.py's figures), with matplotlib.
+
+    .venv/bin/python bench/chart.py [results.json] [results.png]
+
+Four panels: relayed messages/s by path (direct on one instance, through each
+proxy), the p50/p99 round trips of those paths, long-polling messages/s and
+p99 through each proxy, and the converge wall times against the 20 s target.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+def draw(results: dict, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    (thr, lat), (poll, conv) = axes
+    labels, msgs, p50, p99 = [], [], [], []
+    for proxy, m in results.get("proxies", {}).items():
+        for label, r in m["relay"].items():
+            labels.append(label if label.startswith(proxy) else f"{label}\n({proxy} phase)")
+            msgs.append(r["messages_per_s"])
+            p50.append(r["rtt_p50_ms"])
+            p99.append(r["rtt_p99_ms"])
+    xs = range(len(labels))
+    thr.bar(xs, msgs, color="#4c72b0")
+    thr.set_xticks(list(xs), labels, fontsize=8)
+    thr.set_ylabel("relayed messages/s")
+    thr.set_title("Relay, 100 pairs, 1500-byte offer/answer")
+    width = 0.4
+    lat.bar([x - width / 2 for x in xs], p50, width, label="p50")
+    lat.bar([x + width / 2 for x in xs], p99, width, label="p99")
+    lat.set_xticks(list(xs), labels, fontsize=8)
+    lat.set_ylabel("round trip, ms")
+    lat.set_title("Relay round trip (two relays)")
+    lat.legend()
+
+    polled = [(p, m["polling"]) for p, m in results.get("proxies", {}).items() if "polling" in m]
+    poll.bar(range(len(polled)), [r["messages_per_s"] for _, r in polled], color="#55a868")
+    poll.set_xticks(list(range(len(polled))), [f"{p} TLS\np99 {r['rtt_p99_ms']:.0f} ms" for p, r in polled])
+    poll.set_ylabel("relayed messages/s")
+    poll.set_title("Long-polling pairs through the proxy")
+
+    runs = results.get("converge", {})
+    conv.barh(list(runs), [r["seconds"] for r in runs.values()], color="#c44e52")
+    target = results.get("targets", {}).get("noop_converge_s")
+    if target:
+        conv.axvline(target, color="black", linestyle="--", label=f"no-op target {target:g} s")
+        conv.legend()
+    conv.set_xlabel("wall time, s")
+    conv.set_title("Converge (molecule converge, single host)")
+
+    machine = results.get("machine", {})
+    fig.suptitle(f"webrtc-edge, one deployed host: {machine.get('cores')} cores, {machine.get('cpu_model', '')}, "
+                 f"{machine.get('os', '')}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    src = Path(argv[0]) if argv else BENCH / "results.json"
+    out = Path(argv[1]) if len(argv) > 1 else src.with_suffix(".png")
+    print(draw(json.loads(src.read_text()), out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
