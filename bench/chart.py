@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/chart.py [results.json] [results.png]
 
-Four panels: relayed messages/s by path (direct on one instance, through each
+Five panels: relayed messages/s by path (direct on one instance, through each
 proxy), the p50/p99 round trips of those paths, long-polling messages/s and
-p99 through each proxy, and the converge wall times against the 20 s target.
+p99 through each proxy, idle WebSockets held through each proxy with the host's
+memory per connection, and the converge wall times against the 20 s target.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ def draw(results: dict, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    (thr, lat), (poll, conv) = axes
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8))
+    (thr, lat, held), (poll, conv, spare) = axes
+    spare.axis("off")
     labels, msgs, p50, p99 = [], [], [], []
     for proxy, m in results.get("proxies", {}).items():
         for label, r in m["relay"].items():
@@ -49,6 +51,17 @@ def draw(results: dict, out: Path) -> Path:
     poll.set_xticks(list(range(len(polled))), [f"{p} TLS\np99 {r['rtt_p99_ms']:.0f} ms" for p, r in polled])
     poll.set_ylabel("relayed messages/s")
     poll.set_title("Long-polling pairs through the proxy")
+
+    idle = [(p, m["idle"]) for p, m in results.get("proxies", {}).items() if "idle" in m]
+    held.bar(range(len(idle)), [r["opened"] - r["closed_by_server_while_idle"] for _, r in idle], color="#8172b2")
+    held.set_xticks(list(range(len(idle))), [f"{p} TLS\n{r['kib_per_connection']:.0f} KiB each, {r['failed']} failed"
+                                             for p, r in idle])
+    target_idle = results.get("targets", {}).get("idle_connections")
+    if target_idle:
+        held.axhline(target_idle, color="black", linestyle="--", label=f"target {target_idle:,}")
+        held.legend(loc="lower right")
+    held.set_ylabel("idle WebSockets held")
+    held.set_title("Capacity: idle WebSockets through the proxy")
 
     runs = results.get("converge", {})
     conv.barh(list(runs), [r["seconds"] for r in runs.values()], color="#c44e52")
