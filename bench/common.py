@@ -190,6 +190,14 @@ class ContainerMeter:
         return int(self._mem.read_text())
 
 
+def latency_ms(seconds) -> dict[str, float]:
+    """p50, p99 and max of round trips given in seconds, in milliseconds (``seconds`` not empty)."""
+    ordered = sorted(seconds)
+    return {"rtt_p50_ms": 1000 * ordered[len(ordered) // 2],
+            "rtt_p99_ms": 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+            "rtt_max_ms": 1000 * ordered[-1]}
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, in seconds."""
     with open(f"/proc/{pid}/stat") as fh:

@@ -72,8 +72,8 @@ async def _open_one(flavor, endpoint: common.Endpoint, i: int, tally: Tally, tim
     return c
 
 
-async def _open_many(flavor, endpoint: common.Endpoint, first: int, n: int, tally: Tally, timeout: float,
-                     concurrency: int = CONCURRENCY) -> list[WSClient]:
+async def _open_many(flavor, endpoint: common.Endpoint, first: int, n: int, tally: Tally,
+                     timeout: float) -> list[WSClient]:
     conns: list[WSClient] = []
     next_i = first
     stop = first + n
@@ -87,17 +87,17 @@ async def _open_many(flavor, endpoint: common.Endpoint, first: int, n: int, tall
             if c is not None:
                 conns.append(c)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return conns
 
 
 async def measure(name: str, endpoint: common.Endpoint, meter, n: int, settle: float, hold: float,
-                  timeout: float, concurrency: int = CONCURRENCY) -> dict:
+                  timeout: float) -> dict:
     """Open ``n`` idle connections to ``endpoint`` and hold them; ``meter`` reads the server
     side's memory and CPU (one process, or a whole deployed host)."""
     flavor = FLAVORS[name]()
     # Warm-up: the first connections pay for lazy imports, caches, arenas.
-    warm = await _open_many(flavor, endpoint, 0, WARMUP_CONNECTIONS, Tally(), timeout, concurrency)
+    warm = await _open_many(flavor, endpoint, 0, WARMUP_CONNECTIONS, Tally(), timeout)
     for c in warm:
         c.close()
     await asyncio.sleep(settle)
@@ -107,7 +107,7 @@ async def measure(name: str, endpoint: common.Endpoint, meter, n: int, settle: f
     tally = Tally()
     gc.collect()
     t0 = time.perf_counter()
-    conns = await _open_many(flavor, endpoint, WARMUP_CONNECTIONS, n, tally, timeout, concurrency)
+    conns = await _open_many(flavor, endpoint, WARMUP_CONNECTIONS, n, tally, timeout)
     elapsed = time.perf_counter() - t0
     cpu1 = meter.cpu_seconds()
     rss_peak = meter.memory_bytes()

@@ -150,16 +150,13 @@ async def load(endpoint: common.Endpoint, pairs: int, size: int, warmup: float, 
         raise RuntimeError(f"polling against {endpoint.label}: {(errors + failed)[:3]}")
     if not rtts:
         raise RuntimeError(f"polling against {endpoint.label}: no round trip completed")
-    ordered = sorted(rtts)
     elapsed = t_end - t_start
     return {
         "server": endpoint.label,
         "pairs": pairs,
         "messages_per_s": delivered[0] / elapsed,
-        "round_trips": len(ordered),
-        "rtt_p50_ms": 1000 * ordered[len(ordered) // 2],
-        "rtt_p99_ms": 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-        "rtt_max_ms": 1000 * ordered[-1],
+        "round_trips": len(rtts),
+        **common.latency_ms(rtts),
         "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
         "seconds": elapsed,
         "loadavg": common.loadavg(),

@@ -263,7 +263,7 @@ async def load(flavor: Flavor, endpoint: common.Endpoint, pairs: int, size: int,
             c.task.cancel()
     await asyncio.sleep(0.2)
     elapsed = t_end - t_start
-    rtts = sorted(run.rtts)
+    rtts = run.rtts
     if run.bad:
         raise RuntimeError(f"{flavor.name}: unexpected frame(s), e.g. {run.bad[0]!r}")
     if not rtts:
@@ -272,9 +272,7 @@ async def load(flavor: Flavor, endpoint: common.Endpoint, pairs: int, size: int,
         "server": endpoint.label,
         "messages_per_s": run.delivered / elapsed,
         "round_trips": len(rtts),
-        "rtt_p50_ms": 1000 * rtts[len(rtts) // 2],
-        "rtt_p99_ms": 1000 * rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))],
-        "rtt_max_ms": 1000 * rtts[-1],
+        **common.latency_ms(rtts),
         "server_cpu_pct": 100 * (cpu_srv1 - cpu_srv0) / elapsed,
         "messages_per_server_cpu_s": run.delivered / max(1e-9, cpu_srv1 - cpu_srv0),
         "client_cpu_pct": 100 * (cpu_cli1 - cpu_cli0) / elapsed,
@@ -309,6 +307,12 @@ def median_round(rounds: list[dict[str, object]]) -> dict[str, object]:
     """The round with the median throughput (its latencies come with it)."""
     ordered = sorted(rounds, key=lambda r: r["messages_per_s"])
     return ordered[(len(ordered) - 1) // 2]
+
+
+def summarize(rounds: dict[str, list[dict[str, object]]]) -> dict[str, dict[str, object]]:
+    """Each server's (or path's) median round, with every round's throughput beside it."""
+    return {name: {**median_round(rs), "all_rounds_messages_per_s": [r["messages_per_s"] for r in rs]}
+            for name, rs in rounds.items()}
 
 
 def table(summary: dict[str, dict[str, object]]) -> str:
@@ -349,11 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({r['messages_per_server_cpu_s']:,.0f} msgs/CPU-s)  "
                   f"generator CPU {r['client_cpu_pct']:.0f}% ({r['client_cpu_us_per_msg']:.1f} us/msg)  "
                   f"load {r['loadavg'][0]:.2f}", flush=True)
-    summary = {}
-    for name, rs in rounds.items():
-        m = dict(median_round(rs))
-        m["all_rounds_messages_per_s"] = [r["messages_per_s"] for r in rs]
-        summary[name] = m
+    summary = summarize(rounds)
     result: dict[str, object] = {
         "benchmark": "relay",
         "command": "bench/relay.py " + " ".join(argv if argv is not None else sys.argv[1:]),

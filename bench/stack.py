@@ -133,12 +133,7 @@ def relay_rounds(direct: common.Endpoint, proxied: common.Endpoint, meter, args)
             print(f"  relay round {i + 1} {ep.label:22s} {r['messages_per_s']:9,.0f} msgs/s  "
                   f"p50 {r['rtt_p50_ms']:.2f} ms  p99 {r['rtt_p99_ms']:.2f} ms  host CPU {r['server_cpu_pct']:.0f}%",
                   flush=True)
-    out = {}
-    for label, rs in rounds.items():
-        m = dict(relay.median_round(rs))
-        m["all_rounds_messages_per_s"] = [r["messages_per_s"] for r in rs]
-        out[label] = m
-    return out
+    return relay.summarize(rounds)
 
 
 def _idle_worker(endpoint: common.Endpoint, first: int, n: int, timeout: float, conn) -> None:

@@ -1,4 +1,5 @@
-"""bench/stack.py's pure parts: the PLAY RECAP reader and the verdicts on issue 6's targets."""
+"""bench/'s pure parts: stack.py's PLAY RECAP reader and verdicts on issue 6's targets, the
+shared percentiles (common.py) and round summary (relay.py)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,19 @@ def test_verdicts_fail_on_each_missed_target():
     assert not v["nginx_relay"]["ok"] and not v["nginx_idle"]["ok"]
     v = stack.verdicts(_results(12.0, 0, 0.9, 1.0, 20_000, failed=1))
     assert not v["nginx_idle"]["ok"], "a failed connection misses the capacity target"
+
+
+def test_latency_ms_takes_percentiles_of_unsorted_seconds():
+    import common
+
+    figures = common.latency_ms([i / 1000 for i in range(200, 0, -1)])  # 1..200 ms, reversed
+    assert figures == {"rtt_p50_ms": 101.0, "rtt_p99_ms": 199.0, "rtt_max_ms": 200.0}
+
+
+def test_summarize_keeps_the_median_throughput_round_and_every_rounds_figure():
+    import relay
+
+    rounds = {"direct": [{"messages_per_s": m, "rtt_p99_ms": p} for m, p in ((9.0, 1.0), (7.0, 3.0), (8.0, 2.0))]}
+    summary = relay.summarize(rounds)["direct"]
+    assert (summary["messages_per_s"], summary["rtt_p99_ms"]) == (8.0, 2.0)
+    assert summary["all_rounds_messages_per_s"] == [9.0, 7.0, 8.0]
