@@ -760,9 +760,15 @@ async def _resume_frames(session, token: str) -> list:
     ws = await session.ws_connect(f"/ws?resume={token}", heartbeat=None)
     frames = []
     async with asyncio.timeout(15):
-        async for msg in ws:
+        while True:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.CLOSE:
+                # The code in the server's close frame. ws.close_code can read 1006 instead
+                # when the proxy has closed the TCP connection before aiohttp writes its reply.
+                return frames + [("close", msg.data)]
             frames.append(json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else (msg.type, msg.data))
-    return frames + [("close", ws.close_code)]
+            if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                return frames
 
 
 @pytest.mark.parametrize("ending", ["websocket closed with 1000", "polling session deleted"])

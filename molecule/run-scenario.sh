@@ -14,7 +14,9 @@ label=$scenario${MOLECULE_PROXY:+-$MOLECULE_PROXY}
 log=molecule/artifacts/$label/molecule.log
 mkdir -p "$(dirname "$log")"
 
-molecule test -s "$scenario" 2>&1 | tee "$log"
+# Wide lines: Molecule's console wraps at $COLUMNS (80 when not a terminal), which
+# would split pytest's "FAILED path::test" lines and the assertion messages.
+COLUMNS=400 molecule test -s "$scenario" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then
   echo
@@ -23,8 +25,8 @@ if [ "$status" -ne 0 ]; then
   # pytest's assertion lines ("E   ..."), and last pytest's summary of what failed.
   sed -E 's/\x1b\[[0-9;]*m//g; s/^ *│ ?//' "$log" > "$log.plain"
   grep -E -B3 '^fatal: ' "$log.plain" | grep -E '^(fatal: |TASK \[)' | tail -n 10
-  grep -E '^E   ' "$log.plain" | cut -c1-300 | tail -n 30
-  grep -E '^(FAILED|ERROR) ' "$log.plain" | tail -n 20
+  grep -E '^E   ' "$log.plain" | cut -c1-400 | tail -n 30
+  grep -E '^(FAILED|ERROR) ' "$log.plain" | cut -c1-400 | tail -n 20
   rm -f "$log.plain"
 fi
 exit "$status"

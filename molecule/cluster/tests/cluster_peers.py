@@ -69,8 +69,10 @@ async def closed_by_server(peer: WsPeer, timeout: float) -> int | None:
     """
     try:
         async with asyncio.timeout(timeout):
-            while (await peer.ws.receive()).type == aiohttp.WSMsgType.TEXT:
+            while (msg := await peer.ws.receive()).type == aiohttp.WSMsgType.TEXT:
                 pass
     except TimeoutError:
         return None
+    if msg.type == aiohttp.WSMsgType.CLOSE:
+        return msg.data  # the server's code, even if aiohttp's reply then met a closed socket
     return peer.ws.close_code or aiohttp.WSCloseCode.ABNORMAL_CLOSURE
