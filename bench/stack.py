@@ -1,4 +1,4 @@
-"""The deployed stack, measured: one host deployed by site.yml, through nginx and then Apache.
+"""The deployed stack, measured: one host deployed by site.yml, through nginx and then Apache; then the cluster.
 
 Deploys the single-host topology (every group on one Debian 12 container:
 two app instances, Redis, the proxy with TLS from a local CA) with the
@@ -13,25 +13,40 @@ two app instances, Redis, the proxy with TLS from a local CA) with the
    nginx (idle.py's client in several processes: one process may hold 20,000
    descriptors here), with the host's memory per connection and the set-up rate;
 3. the same host switched to Apache (a converge with ``proxy_server=apache``,
-   timed too), and the same measurements through Apache.
+   timed too), and the same measurements through Apache;
+4. ``--topologies`` with ``cluster`` (the default): the cluster topology of the
+   ``bench-cluster`` scenario (a proxy host, two app hosts of two instances
+   each, a Redis host), converged afresh, and the relay benchmark on it, rounds
+   alternating over three paths: directly on one instance (every pair on it),
+   directly across hosts (each pair's peers on an instance of app1 and one of
+   app2), and through the proxy with TLS, each pair's peers on different app
+   hosts (the proxy places the connections; Redis says where each landed and
+   partners are chosen across hosts). On those two paths every relayed
+   message goes from one host through Redis (its stream, then pub/sub) to the
+   other; on one instance it goes through Redis's stream too, but comes back
+   to the instance that sent it.
 
-Ratios are taken against the direct figures measured in the same phase.
+Ratios are taken against the direct figures measured in the same phase (the
+cluster's against its own single instance).
 The load generator runs on this machine (the controller), on CPU 0; the
 deployment's processes run unpinned, as deployed, on both CPUs: on a 2-core
 machine the proxy, the app, Redis and the generator share two cores.
 
-    .venv/bin/python bench/stack.py                 # everything (about 15 minutes)
+    .venv/bin/python bench/stack.py                 # everything (about 22 minutes)
     .venv/bin/python bench/stack.py --keep          # leave the container up afterwards
     .venv/bin/python bench/stack.py --proxies nginx --idle 2000 --skip-converge
+    .venv/bin/python bench/stack.py --topologies cluster    # the cluster alone -> bench/results/cluster.json
 
-Output: a summary on stdout, ``bench/results.json`` and ``bench/results.png``
-(bench/chart.py).
+Output: a summary on stdout, ``bench/results.json`` (the cluster's figures
+under its ``cluster`` key) and ``bench/results.png`` (bench/chart.py: the
+single host's figures).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -62,20 +77,29 @@ TARGETS = {
 }
 # Descriptors one client process may use here (the hard limit is 20,000) and what it keeps spare.
 FDS_PER_CLIENT = 9_000
+TOPOLOGIES = ("single", "cluster")
+# The cluster topology (molecule/bench-cluster): its containers are PREFIX + host.
+CLUSTER_SCENARIO = "bench-cluster"
+CLUSTER_PREFIX = "webrtc-edge-bcluster-"
+CLUSTER_HOSTS = ("proxy", "app1", "app2", "redis")
+CLUSTER_CREDENTIALS = common.WORK / "credentials-cluster"
+CLUSTER_CA_FILE = CLUSTER_CREDENTIALS / "tls-ca" / "ca.pem"
+REDIS_KEY_PREFIX = "sig:"   # the app's Redis key prefix (app/src/signaling/cluster.py: PREFIX)
 
 
 # -- the deployment ---------------------------------------------------------------
 
-def molecule(action: str, *extra: str, log: str) -> tuple[float, str]:
-    """Run ``molecule ACTION -s bench``; its wall time and output (kept in bench/.work/)."""
+def molecule(action: str, *extra: str, log: str, scenario: str = SCENARIO) -> tuple[float, str]:
+    """Run ``molecule ACTION -s SCENARIO``; its wall time and output (kept in bench/.work/)."""
     common.WORK.mkdir(parents=True, exist_ok=True)
-    argv = [str(Path(common.python()).with_name("molecule")), action, "-s", SCENARIO]
+    argv = [str(Path(common.python()).with_name("molecule")), action, "-s", scenario]
     if extra:
         argv += ["--", *extra]
-    env = {**os.environ, "ANSIBLE_CONFIG": str(common.ROOT / "ansible.cfg"),
+    # COLUMNS: Molecule wraps its console at 80 columns otherwise, splitting PLAY RECAP lines.
+    env = {**os.environ, "ANSIBLE_CONFIG": str(common.ROOT / "ansible.cfg"), "COLUMNS": "400",
            "PATH": f"{Path(common.python()).parent}:{os.environ.get('PATH', '')}"}
     t0 = time.monotonic()
-    proc = subprocess.run(argv, cwd=common.ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=common.ROOT, env=env, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - t0
     out = proc.stdout + proc.stderr
     (common.WORK / f"molecule-{log}.log").write_text(out)
@@ -96,8 +120,8 @@ def recap(output: str) -> dict[str, int]:
     return totals
 
 
-def converge(label: str, *extra: str) -> dict:
-    seconds, out = molecule("converge", *extra, log=label)
+def converge(label: str, *extra: str, scenario: str = SCENARIO) -> dict:
+    seconds, out = molecule("converge", *extra, log=label, scenario=scenario)
     counts = recap(out)
     print(f"converge {label}: {seconds:.1f} s, {counts.get('ok', 0)} tasks ok, {counts.get('changed', 0)} changed",
           flush=True)
@@ -105,9 +129,9 @@ def converge(label: str, *extra: str) -> dict:
             "extra_args": list(extra)}
 
 
-def container() -> tuple[str, str]:
-    """The bench container's full id and its address on its network."""
-    out = subprocess.run(["docker", "inspect", CONTAINER], capture_output=True, text=True, check=True).stdout
+def container(name: str = CONTAINER) -> tuple[str, str]:
+    """A container's full id and its address on its network (default: the bench container)."""
+    out = subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True).stdout
     info = json.loads(out)[0]
     address = next(n["IPAddress"] for n in info["NetworkSettings"]["Networks"].values() if n["IPAddress"])
     return info["Id"], address
@@ -119,21 +143,174 @@ def endpoints(address: str, proxy: str) -> tuple[common.Endpoint, common.Endpoin
             common.Endpoint(f"{proxy} TLS", host=address, port=HTTPS_PORT, tls=tls, server_name=SERVER_NAME))
 
 
+class ClusterMeter:
+    """CPU seconds of several containers together (what relay.load reads), and of each.
+
+    Keeps the last two readings, so that after a relay.load (which reads at the
+    start and the end of its measured window) ``last_window`` tells each
+    container's share.
+    """
+
+    def __init__(self, meters: dict[str, common.ContainerMeter], softirq=None) -> None:
+        self.meters = meters
+        self.readings: list[dict[str, float]] = []
+        self.softirq = softirq if softirq is not None else softirq_seconds
+
+    def cpu_seconds(self) -> float:
+        reading = {name: m.cpu_seconds() for name, m in self.meters.items()}
+        self.readings = [*self.readings[-1:], {**reading, SOFTIRQ: self.softirq()}]
+        return sum(reading.values())
+
+    def memory_bytes(self) -> int:
+        return sum(m.memory_bytes() for m in self.meters.values())
+
+    def last_window(self) -> dict[str, float]:
+        """CPU seconds of each container between the last two readings, and the machine's softirq
+        time (packets through the bridge and veths, charged to no container's cgroup as a rule)."""
+        before, after = self.readings[-2:]
+        return {name: after[name] - before[name] for name in after}
+
+
+SOFTIRQ = "softirq (machine)"
+
+
+def softirq_seconds() -> float:
+    """The whole machine's softirq CPU time (/proc/stat), in seconds."""
+    with open("/proc/stat") as fh:
+        fields = fh.readline().split()   # cpu user nice system idle iowait irq softirq ...
+    return int(fields[7]) / os.sysconf("SC_CLK_TCK")
+
+
+# -- where the peers are: the cluster's sessions, placed across app hosts -------------
+
+def instance_host(instance: str) -> str:
+    """The host of an app instance's name (``host:port``: the units' SIGNALING_INSTANCE_ID, %H:%i)."""
+    host, sep, port = instance.rpartition(":")
+    return host if sep and port.isdigit() else instance
+
+
+def cross_host_order(hosts: list[str]) -> list[int]:
+    """The indices of ``hosts`` reordered so that each pair (positions 2k, 2k+1) spans two hosts
+    wherever the counts allow: each pair takes one from the host with the most left and one from
+    the next (ties: the host whose next index comes first); order within a host is kept."""
+    left: dict[str, list[int]] = {}
+    for i, host in enumerate(hosts):
+        left.setdefault(host, []).append(i)
+    order: list[int] = []
+    while left:
+        ranked = sorted(left, key=lambda h: (-len(left[h]), left[h][0]))
+        picks = ranked[:2] if len(ranked) > 1 else ranked * min(2, len(left[ranked[0]]))
+        for host in picks:
+            order.append(left[host].pop(0))
+            if not left[host]:
+                del left[host]
+    return order
+
+
+def pairs_across(hosts: list[str], order: list[int] | range | None = None) -> int:
+    """How many pairs (positions 2k, 2k+1 of ``order``, default as given) have their peers on two hosts."""
+    order = range(len(hosts)) if order is None else order
+    return sum(hosts[order[k]] != hosts[order[k + 1]] for k in range(0, len(order) - 1, 2))
+
+
+def placement(instances: list[str], order: list[int]) -> dict:
+    """Where a run's peers were: connections per instance, and pairs across hosts as connected
+    (relay.py pairs connections 2k and 2k+1) and as ordered by ``order``."""
+    hosts = [instance_host(i) for i in instances]
+    counts: dict[str, int] = {}
+    for name in instances:
+        counts[name] = counts.get(name, 0) + 1
+    return {"connections_per_instance": dict(sorted(counts.items())), "pairs": len(instances) // 2,
+            "pairs_across_hosts_as_connected": pairs_across(hosts),
+            "pairs_across_hosts": pairs_across(hosts, order)}
+
+
+def session_instances(ids: list[str]) -> list[str]:
+    """The instance holding each session (the ``inst`` field of its hash in Redis), read with
+    redis-cli on the Redis host; the password travels in the environment, not on a command line."""
+    env = {**os.environ, "REDISCLI_AUTH": (CLUSTER_CREDENTIALS / "redis_password").read_text().strip()}
+    script = "".join(f"HGET {REDIS_KEY_PREFIX}s:{sid} inst\n" for sid in ids)
+    out = subprocess.run(["docker", "exec", "-i", "-e", "REDISCLI_AUTH", CLUSTER_PREFIX + "redis", "redis-cli"],
+                         input=script, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    found = out.splitlines()
+    if len(found) != len(ids) or not all(found):
+        raise RuntimeError(f"Redis knows no instance for some of {len(ids)} sessions: {out[:300]!r}")
+    return found
+
+
+_connect_all = relay._connect_all   # relay.load's own: every connection to one endpoint
+
+
+class SpreadConnect:
+    """What relay.load uses to open its connections, for peers spread over app hosts: the
+    connections opened in turn on each of ``endpoints`` (the proxy alone: it places them), each
+    one's instance read from Redis, then ordered so that each pair's peers (connections 2k and
+    2k+1, relay.py's pairing) are on two hosts. ``placement`` describes the last run."""
+
+    def __init__(self, endpoints: list[common.Endpoint]) -> None:
+        self.endpoints = endpoints
+        self.placement: dict | None = None
+
+    async def __call__(self, flavor, endpoint, n: int, client: str):
+        k = len(self.endpoints)
+        parts = [await _connect_all(flavor, ep, n // k + (1 if j < n % k else 0), client)
+                 for j, ep in enumerate(self.endpoints)]
+        conns = [parts[i % k][0][i // k] for i in range(n)]
+        ids = [parts[i % k][1][i // k] for i in range(n)]
+        instances = await asyncio.to_thread(session_instances, ids)
+        order = cross_host_order([instance_host(i) for i in instances])
+        self.placement = placement(instances, order)
+        return [conns[i] for i in order], [ids[i] for i in order]
+
+
+@contextlib.contextmanager
+def connecting_with(connect):
+    """relay.load opening its connections with ``connect`` (None: its own way) inside the block."""
+    if connect is None:
+        yield
+        return
+    relay._connect_all = connect
+    try:
+        yield
+    finally:
+        relay._connect_all = _connect_all
+
+
 # -- the measurements -------------------------------------------------------------
 
-def relay_rounds(direct: common.Endpoint, proxied: common.Endpoint, meter, args) -> dict[str, dict]:
-    """Alternating rounds direct / proxied (direct, proxied, proxied, direct, ...); each median round."""
+def relay_rounds(paths: list[tuple[common.Endpoint, SpreadConnect | None]], meter, args) -> dict[str, dict]:
+    """Rounds alternating over ``paths`` (in order, then reversed: direct, proxied, proxied, direct, ...),
+    each path an endpoint and how its connections are placed (None: all on the endpoint); each
+    path's median round."""
     flavor = relay.Ours()
-    rounds: dict[str, list[dict]] = {direct.label: [], proxied.label: []}
+    rounds: dict[str, list[dict]] = {ep.label: [] for ep, _ in paths}
     for i in range(args.rounds):
-        for ep in ((direct, proxied) if i % 2 == 0 else (proxied, direct)):
-            r = relay.run_loop(relay.load(flavor, ep, args.pairs, args.size, args.warmup, args.duration,
-                                          "raw", meter))
+        for ep, connect in (paths if i % 2 == 0 else paths[::-1]):
+            with connecting_with(connect):
+                r = relay.run_loop(relay.load(flavor, ep, args.pairs, args.size, args.warmup, args.duration,
+                                              "raw", meter))
+            extra = ""
+            if isinstance(meter, ClusterMeter):
+                r["cpu_pct_by_container"] = {name: 100 * cpu / r["seconds"]
+                                             for name, cpu in meter.last_window().items()}
+                extra += "  (" + ", ".join(f"{n} {c:.0f}%" for n, c in r["cpu_pct_by_container"].items()) + ")"
+            if connect is not None:
+                r["placement"] = connect.placement
+                extra += f"  pairs across hosts {connect.placement['pairs_across_hosts']}/{connect.placement['pairs']}"
             rounds[ep.label].append(r)
-            print(f"  relay round {i + 1} {ep.label:22s} {r['messages_per_s']:9,.0f} msgs/s  "
-                  f"p50 {r['rtt_p50_ms']:.2f} ms  p99 {r['rtt_p99_ms']:.2f} ms  host CPU {r['server_cpu_pct']:.0f}%",
-                  flush=True)
+            print(f"  relay round {i + 1} {ep.label:26s} {r['messages_per_s']:9,.0f} msgs/s  "
+                  f"p50 {r['rtt_p50_ms']:.2f} ms  p99 {r['rtt_p99_ms']:.2f} ms  host CPU {r['server_cpu_pct']:.0f}%"
+                  + extra, flush=True)
     return relay.summarize(rounds)
+
+
+def relay_ratios(relayed: dict[str, dict], base: str) -> dict[str, dict[str, float]]:
+    """Every other path's msgs/s, p50 and p99 as ratios of path ``base``'s."""
+    b = relayed[base]
+    return {label: {"throughput": r["messages_per_s"] / b["messages_per_s"],
+                    "p50": r["rtt_p50_ms"] / b["rtt_p50_ms"], "p99": r["rtt_p99_ms"] / b["rtt_p99_ms"],
+                    "per_cpu_s": r["messages_per_server_cpu_s"] / b["messages_per_server_cpu_s"]}
+            for label, r in relayed.items() if label != base}
 
 
 def _idle_worker(endpoint: common.Endpoint, first: int, n: int, timeout: float, conn) -> None:
@@ -208,7 +385,7 @@ def idle_through(endpoint: common.Endpoint, meter, n: int, settle: float, hold: 
 def measure_proxy(proxy: str, address: str, meter, args) -> dict:
     direct, proxied = endpoints(address, proxy)
     print(f"{proxy}: relay, {args.rounds} rounds each, direct and through {proxy}", flush=True)
-    relayed = relay_rounds(direct, proxied, meter, args)
+    relayed = relay_rounds([(direct, None), (proxied, None)], meter, args)
     d, p = relayed[direct.label], relayed[proxied.label]
     result = {
         "relay": relayed,
@@ -232,6 +409,31 @@ def measure_proxy(proxy: str, address: str, meter, args) -> dict:
     return result
 
 
+def cluster_paths(addresses: dict[str, str], proxy: str) -> list[tuple[common.Endpoint, SpreadConnect | None]]:
+    """The cluster's three relay paths: one instance (app1's first) with every pair on it; each pair
+    across app1's and app2's first instances, directly; through the proxy with TLS, pairs across hosts."""
+    one = common.Endpoint("direct, one instance", host=addresses["app1"], port=APP_PORT)
+    app2 = common.Endpoint("direct, app2", host=addresses["app2"], port=APP_PORT)
+    across = common.Endpoint("direct, across hosts", host=addresses["app1"], port=APP_PORT)
+    proxied = common.Endpoint(f"{proxy} TLS, across hosts", host=addresses["proxy"], port=HTTPS_PORT,
+                              tls=ssl.create_default_context(cafile=str(CLUSTER_CA_FILE)), server_name=SERVER_NAME)
+    return [(one, None), (across, SpreadConnect([one, app2])), (proxied, SpreadConnect([proxied]))]
+
+
+def measure_cluster(proxy: str, args) -> dict:
+    """The relay benchmark on the running bench-cluster hosts, over cluster_paths."""
+    ids, addresses = {}, {}
+    for host in CLUSTER_HOSTS:
+        ids[host], addresses[host] = container(CLUSTER_PREFIX + host)
+    meter = ClusterMeter({host: common.ContainerMeter(cid) for host, cid in ids.items()})
+    paths = cluster_paths(addresses, proxy)
+    print(f"cluster: relay, {args.rounds} rounds each: " + ", ".join(ep.label for ep, _ in paths), flush=True)
+    relayed = relay_rounds(paths, meter, args)
+    base, proxied = paths[0][0].label, paths[-1][0].label
+    return {"scenario": CLUSTER_SCENARIO, "proxy": proxy, "addresses": addresses, "relay": relayed,
+            "base": base, "headline": proxied, "relay_ratio": relay_ratios(relayed, base)}
+
+
 def verdicts(results: dict) -> dict[str, dict]:
     """Each target of issue 6 with its measured figure and whether it holds."""
     out = {}
@@ -252,12 +454,43 @@ def verdicts(results: dict) -> dict[str, dict]:
                                     "target": TARGETS["idle_connections"], "failed": i["failed"],
                                     "ok": i["failed"] == 0 and i["closed_by_server_while_idle"] == 0
                                     and i["opened"] >= TARGETS["idle_connections"]}
+    cluster = results.get("cluster", {})
+    if "relay_ratio" in cluster:
+        # Issue 6 asks for this ratio without a target: reported, neither ok nor missed (ok None).
+        ratio = cluster["relay_ratio"][cluster["headline"]]
+        placed = cluster["relay"][cluster["headline"]].get("placement") or {}
+        out["cluster_relay"] = {"throughput_ratio": ratio["throughput"], "p50_ratio": ratio["p50"],
+                                "p99_ratio": ratio["p99"], "per_cpu_s_ratio": ratio["per_cpu_s"],
+                                "pairs_across_hosts": f"{placed.get('pairs_across_hosts')}/{placed.get('pairs')}",
+                                "ok": None}
     return out
+
+
+def verdict_line(name: str, v: dict) -> str:
+    figures = ", ".join(f"{k}={x:.2f}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items() if k != "ok")
+    status = "reported" if v["ok"] is None else "ok" if v["ok"] else "MISSED"
+    return f"{name:16s} {status}  {figures}"
+
+
+def stages(topologies: str, proxies: str) -> tuple[list[str], bool]:
+    """What a run measures, from --topologies and --proxies: the single host's proxies, in order
+    (none without ``single``, or with --proxies none), and whether the cluster stage runs."""
+    chosen = [t.strip() for t in topologies.split(",") if t.strip()]
+    if not chosen or set(chosen) - set(TOPOLOGIES):
+        raise ValueError(f"--topologies: one or more of {', '.join(TOPOLOGIES)}, comma-separated; got {topologies!r}")
+    names = [p.strip() for p in proxies.split(",") if p.strip() and p.strip() != "none"]
+    if set(names) - {"nginx", "apache"}:
+        raise ValueError(f"--proxies: nginx, apache or none, comma-separated; got {proxies!r}")
+    return (names if "single" in chosen else []), "cluster" in chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--proxies", default="nginx,apache")
+    ap.add_argument("--topologies", default="single,cluster",
+                    help="single: the one-host deployment, through each of --proxies; cluster: the bench-cluster "
+                         "hosts, relay on one instance vs across app hosts")
+    ap.add_argument("--proxies", default="nginx,apache", help="the single host's proxies, in order ('none': skip)")
+    ap.add_argument("--cluster-proxy", choices=("nginx", "apache"), default="nginx")
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--size", type=int, default=1500)
     ap.add_argument("--warmup", type=float, default=3.0)
@@ -268,41 +501,75 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=5.0)
     ap.add_argument("--hold", type=float, default=5.0)
     ap.add_argument("--timeout", type=float, default=30.0)
-    ap.add_argument("--skip-converge", action="store_true", help="use the running bench container as it is")
-    ap.add_argument("--keep", action="store_true", help="leave the bench container up")
-    ap.add_argument("--out", default=str(common.BENCH / "results.json"))
+    ap.add_argument("--skip-converge", action="store_true",
+                    help="use the running bench (and bench-cluster) containers as they are")
+    ap.add_argument("--keep", action="store_true", help="leave the bench (and bench-cluster) containers up")
+    ap.add_argument("--out", help="default: bench/results.json, or bench/results/cluster.json when only the "
+                                  "cluster stage runs (so that it leaves the single host's figures alone)")
     args = ap.parse_args(argv)
+    try:
+        proxies, with_cluster = stages(args.topologies, args.proxies)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if args.out is None:
+        args.out = str(common.BENCH / "results.json" if proxies else common.RESULTS / "cluster.json")
 
     common.pin_self(common.CLIENT_CPU)
     common.raise_nofile(FDS_PER_CLIENT + 1024)
     info = common.machine()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
-    proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
     results: dict = {"benchmark": "stack", "command": "bench/stack.py " + " ".join(argv or sys.argv[1:]),
                      "params": vars(args), "machine": info, "targets": TARGETS, "converge": {}, "proxies": {}}
-    try:
-        if not args.skip_converge:
-            molecule("destroy", log="destroy")
-            molecule("create", log="create")
-            results["converge"]["fresh"] = converge("fresh", "-e", f"proxy_server={proxies[0]}")
-            results["converge"]["noop"] = converge("noop", "-e", f"proxy_server={proxies[0]}")
-        container_id, address = container()
-        meter = common.ContainerMeter(container_id)
-        for k, proxy in enumerate(proxies):
-            if k and not args.skip_converge:
-                results["converge"][f"switch_to_{proxy}"] = converge(f"switch-{proxy}", "-e", f"proxy_server={proxy}")
-            results["proxies"][proxy] = measure_proxy(proxy, address, meter, args)
-    finally:
-        if not args.keep and not args.skip_converge:
-            molecule("destroy", log="destroy")
+    if proxies:
+        try:
+            if not args.skip_converge:
+                molecule("destroy", log="destroy")
+                molecule("create", log="create")
+                results["converge"]["fresh"] = converge("fresh", "-e", f"proxy_server={proxies[0]}")
+                results["converge"]["noop"] = converge("noop", "-e", f"proxy_server={proxies[0]}")
+            container_id, address = container()
+            meter = common.ContainerMeter(container_id)
+            for k, proxy in enumerate(proxies):
+                if k and not args.skip_converge:
+                    results["converge"][f"switch_to_{proxy}"] = converge(f"switch-{proxy}", "-e",
+                                                                         f"proxy_server={proxy}")
+                results["proxies"][proxy] = measure_proxy(proxy, address, meter, args)
+        finally:
+            if not args.keep and not args.skip_converge:
+                molecule("destroy", log="destroy")
+    if with_cluster:
+        cluster_converge = {}
+        try:
+            if not args.skip_converge:
+                molecule("destroy", log="cluster-destroy", scenario=CLUSTER_SCENARIO)
+                molecule("create", log="cluster-create", scenario=CLUSTER_SCENARIO)
+                cluster_converge["fresh"] = converge("cluster-fresh", "-e", f"proxy_server={args.cluster_proxy}",
+                                                     scenario=CLUSTER_SCENARIO)
+            results["cluster"] = {**measure_cluster(args.cluster_proxy, args), "converge": cluster_converge}
+        finally:
+            if not args.keep and not args.skip_converge:
+                molecule("destroy", log="cluster-destroy", scenario=CLUSTER_SCENARIO)
+        c = results["cluster"]
+        b = c["relay"][c["base"]]
+        print(f"cluster: each path against {c['base']} ({b['messages_per_s']:,.0f} msgs/s, p50 "
+              f"{b['rtt_p50_ms']:.2f} ms, p99 {b['rtt_p99_ms']:.2f} ms, {b['messages_per_server_cpu_s']:,.0f} "
+              f"msgs per host CPU-s)")
+        for label, ratio in c["relay_ratio"].items():
+            r = c["relay"][label]
+            print(f"  {label:26s} {r['messages_per_s']:9,.0f} msgs/s {ratio['throughput']:.2f}x  "
+                  f"p50 {r['rtt_p50_ms']:.2f} ms {ratio['p50']:.2f}x  p99 {r['rtt_p99_ms']:.2f} ms {ratio['p99']:.2f}x  "
+                  f"{r['messages_per_server_cpu_s']:,.0f} msgs per host CPU-s {ratio['per_cpu_s']:.2f}x")
     results["verdicts"] = verdicts(results)
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print()
     for name, v in results["verdicts"].items():
-        figures = ", ".join(f"{k}={x:.2f}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items() if k != "ok")
-        print(f"{name:16s} {'ok' if v['ok'] else 'MISSED'}  {figures}")
+        print(verdict_line(name, v))
     print(f"written: {out}")
+    if not results["proxies"]:
+        print("chart skipped: no single-host figures (chart.py draws those; the cluster's are above)")
+        return 0
     try:
         import chart
 
