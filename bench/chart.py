@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/chart.py [results.json] [results.png]
 
-Five panels: relayed messages/s by path (direct on one instance, through each
+Six panels: relayed messages/s by path (direct on one instance, through each
 proxy), the p50/p99 round trips of those paths, long-polling messages/s and
 p99 through each proxy, idle WebSockets held through each proxy with the host's
-memory per connection, and the converge wall times against the 20 s target.
+memory per connection, the converge wall times against the 20 s target, and
+the cluster topology's relay paths against its one instance (when measured).
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ def draw(results: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(16, 8))
-    (thr, lat, held), (poll, conv, spare) = axes
-    spare.axis("off")
+    (thr, lat, held), (poll, conv, cluster) = axes
     labels, msgs, p50, p99 = [], [], [], []
     for proxy, m in results.get("proxies", {}).items():
         for label, r in m["relay"].items():
@@ -71,6 +71,19 @@ def draw(results: dict, out: Path) -> Path:
         conv.legend()
     conv.set_xlabel("wall time, s")
     conv.set_title("Converge (molecule converge, single host)")
+
+    paths = results.get("cluster", {}).get("relay", {})
+    if paths:
+        ratios = results["cluster"].get("relay_ratio", {})
+        cluster.bar(range(len(paths)), [r["messages_per_s"] for r in paths.values()], color="#937860")
+        cluster.set_xticks(list(range(len(paths))),
+                           [f"{label}\np99 {r['rtt_p99_ms']:.0f} ms"
+                            + (f", {ratios[label]['throughput']:.2f}x" if label in ratios else "")
+                            for label, r in paths.items()], fontsize=8)
+        cluster.set_ylabel("relayed messages/s")
+        cluster.set_title("Cluster: two app hosts, Redis between them")
+    else:
+        cluster.axis("off")
 
     machine = results.get("machine", {})
     fig.suptitle(f"webrtc-edge, one deployed host: {machine.get('cores')} cores, {machine.get('cpu_model', '')}, "
