@@ -1,4 +1,5 @@
-"""Tunables derived from the host's facts (issue 6): proxy_keepalive and signaling_app_limit_nofile.
+"""Tunables derived from the host's facts (issue 6): proxy_keepalive, signaling_app_limit_nofile
+and redis_maxmemory.
 
 * ``proxy_keepalive`` (nginx ``keepalive`` per worker) is 16 per CPU, at least 32 (the value it
   had before, and the proxy model's own default) and at most 1024, and the proxy model takes it
@@ -6,6 +7,7 @@
 * ``signaling_app_limit_nofile`` (systemd LimitNOFILE per instance) is 4 per MiB of memory and
   1024 more, at least 65536 (the value it had before) and at most 1048576 (the kernel's default
   fs.nr_open);
+* ``redis_maxmemory`` is a quarter of the host's memory, at least 256mb;
 * rendered by Ansible itself both are integers that the role's argument spec accepts, whether it
   checks the value from defaults/main.yml or falls back on the spec's own default.
 """
@@ -125,3 +127,15 @@ def test_argument_spec_accepts_the_derived_default(role, name, facts):
         result = ArgumentSpecValidator({name: option}).validate(parameters)
         assert not result.error_messages, result.error_messages
         assert result.validated_parameters[name] == value
+
+
+@pytest.mark.parametrize(("facts", "maxmemory"), [
+    (SMALL_HOST, "256mb"),    # the floor: 1 GiB or less
+    (TWO_GIB, "512mb"),
+    (TEST_MACHINE, f"{TEST_MACHINE['memtotal_mb'] // 4}mb"),
+    (BIG_HOST, "131072mb"),
+    (NO_FACTS, "256mb"),
+])
+def test_redis_maxmemory_is_a_quarter_of_memory(facts, maxmemory):
+    """redis_maxmemory: a quarter of the host's memory in Redis's own unit syntax, at least 256mb."""
+    assert ansible_default("redis", "redis_maxmemory", facts) == maxmemory
