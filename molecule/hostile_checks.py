@@ -537,7 +537,11 @@ async def _flood_once(site: Site, quiet: list[WsPeer]) -> tuple[list[float], lis
     return before, during, [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]
 
 
-FLOOD_ATTEMPTS = 3
+# Up to 5 windows: on this 2-core host the quiet peers' median round trip alone moves between
+# about 2.2 and 3.3 ms from one run to the next, the flooded one stays near 5 ms, so a window
+# whose baseline came out low reads just over 2x (measured: 2.1 to 2.3x in one run, 1.5 to
+# 1.7x in the next). A flood that really doubles the round trips does so in every window.
+FLOOD_ATTEMPTS = 5
 
 
 def test_flooding_peer_rate_limited_without_slowing_others(site):
