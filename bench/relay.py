@@ -195,9 +195,11 @@ def _set_on_text(conn, fn) -> None:
 
 
 async def load(flavor: Flavor, endpoint: common.Endpoint, pairs: int, size: int, warmup: float, duration: float,
-               client: str, meter) -> dict[str, object]:
-    """One measured run against ``endpoint``; ``meter`` reads the server side's CPU seconds."""
-    conns, ids = await _connect_all(flavor, endpoint, 2 * pairs, client)
+               client: str, meter, connect=None) -> dict[str, object]:
+    """One measured run against ``endpoint``; ``meter`` reads the server side's CPU seconds.
+    ``connect`` opens the connections (default: all of them on ``endpoint``, ``_connect_all``'s
+    signature and result); relay.py pairs connections 2k and 2k+1."""
+    conns, ids = await (connect or _connect_all)(flavor, endpoint, 2 * pairs, client)
     run = Run()
     perf = time.perf_counter
     starters = []

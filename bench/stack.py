@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing
 import os
@@ -238,9 +237,6 @@ def session_instances(ids: list[str]) -> list[str]:
     return found
 
 
-_connect_all = relay._connect_all   # relay.load's own: every connection to one endpoint
-
-
 class SpreadConnect:
     """What relay.load uses to open its connections, for peers spread over app hosts: the
     connections opened in turn on each of ``endpoints`` (the proxy alone: it places them), each
@@ -253,7 +249,7 @@ class SpreadConnect:
 
     async def __call__(self, flavor, endpoint, n: int, client: str):
         k = len(self.endpoints)
-        parts = [await _connect_all(flavor, ep, n // k + (1 if j < n % k else 0), client)
+        parts = [await relay._connect_all(flavor, ep, n // k + (1 if j < n % k else 0), client)
                  for j, ep in enumerate(self.endpoints)]
         conns = [parts[i % k][0][i // k] for i in range(n)]
         ids = [parts[i % k][1][i // k] for i in range(n)]
@@ -261,19 +257,6 @@ class SpreadConnect:
         order = cross_host_order([instance_host(i) for i in instances])
         self.placement = placement(instances, order)
         return [conns[i] for i in order], [ids[i] for i in order]
-
-
-@contextlib.contextmanager
-def connecting_with(connect):
-    """relay.load opening its connections with ``connect`` (None: its own way) inside the block."""
-    if connect is None:
-        yield
-        return
-    relay._connect_all = connect
-    try:
-        yield
-    finally:
-        relay._connect_all = _connect_all
 
 
 # -- the measurements -------------------------------------------------------------
@@ -286,9 +269,8 @@ def relay_rounds(paths: list[tuple[common.Endpoint, SpreadConnect | None]], mete
     rounds: dict[str, list[dict]] = {ep.label: [] for ep, _ in paths}
     for i in range(args.rounds):
         for ep, connect in (paths if i % 2 == 0 else paths[::-1]):
-            with connecting_with(connect):
-                r = relay.run_loop(relay.load(flavor, ep, args.pairs, args.size, args.warmup, args.duration,
-                                              "raw", meter))
+            r = relay.run_loop(relay.load(flavor, ep, args.pairs, args.size, args.warmup, args.duration,
+                                          "raw", meter, connect))
             extra = ""
             if isinstance(meter, ClusterMeter):
                 r["cpu_pct_by_container"] = {name: 100 * cpu / r["seconds"]
@@ -386,12 +368,7 @@ def measure_proxy(proxy: str, address: str, meter, args) -> dict:
     direct, proxied = endpoints(address, proxy)
     print(f"{proxy}: relay, {args.rounds} rounds each, direct and through {proxy}", flush=True)
     relayed = relay_rounds([(direct, None), (proxied, None)], meter, args)
-    d, p = relayed[direct.label], relayed[proxied.label]
-    result = {
-        "relay": relayed,
-        "relay_ratio": {"throughput": p["messages_per_s"] / d["messages_per_s"],
-                        "p99": p["rtt_p99_ms"] / d["rtt_p99_ms"]},
-    }
+    result = {"relay": relayed, "relay_ratio": relay_ratios(relayed, direct.label)[proxied.label]}
     print(f"{proxy}: long-polling, {args.polling_pairs} pairs", flush=True)
     result["polling"] = relay.run_loop(polling.load(proxied, args.polling_pairs, args.size, args.warmup,
                                                     args.duration, meter))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import stack  # noqa: E402
@@ -120,7 +122,7 @@ def test_spread_connect_interleaves_endpoints_and_orders_partners_across_hosts(m
 
     # Redis says: the sessions of endpoint "a" are on host1, those of "b" alternate host1/host2.
     where = {f"id-a{i}": "host1:8081" for i in range(3)} | {f"id-b{i}": f"host{1 + i % 2}:8081" for i in range(3)}
-    monkeypatch.setattr(stack, "_connect_all", fake_connect_all)
+    monkeypatch.setattr(stack.relay, "_connect_all", fake_connect_all)
     monkeypatch.setattr(stack, "session_instances", lambda ids: [where[i] for i in ids])
     spread = stack.SpreadConnect([a, b])
     conns, ids = asyncio.run(spread(None, a, 6, "raw"))
@@ -133,19 +135,23 @@ def test_spread_connect_interleaves_endpoints_and_orders_partners_across_hosts(m
     assert spread.placement["connections_per_instance"] == {"host1:8081": 5, "host2:8081": 1}
 
 
-def test_connecting_with_replaces_relays_connect_all_only_inside_the_block():
+def test_relay_load_opens_its_connections_with_the_connect_given():
+    """stack.py hands relay.load a SpreadConnect: load must open its 2 x pairs connections with it."""
+    import asyncio
+
+    import common
     import relay
 
-    original = relay._connect_all
+    class Opened(Exception):
+        pass
 
-    async def other(*_args):
-        raise AssertionError("not called here")
+    async def connect(flavor, endpoint, n, client):
+        raise Opened(endpoint.label, n, client)
 
-    with stack.connecting_with(other):
-        assert relay._connect_all is other
-    assert relay._connect_all is original
-    with stack.connecting_with(None):
-        assert relay._connect_all is original
+    ep = common.Endpoint("x", host="10.0.0.1", port=1)
+    with pytest.raises(Opened) as raised:
+        asyncio.run(relay.load(relay.Ours(), ep, 3, 10, 0.0, 0.0, "raw", None, connect))
+    assert raised.value.args == ("x", 6, "raw")
 
 
 def test_cluster_meter_sums_containers_and_splits_the_last_window():
