@@ -539,8 +539,8 @@ async def _flood_once(site: Site, quiet: list[WsPeer]) -> tuple[list[float], lis
 
 # Up to 5 windows: on this 2-core host the quiet peers' median round trip alone moves between
 # about 2.2 and 3.3 ms from one run to the next, the flooded one stays near 5 ms, so a window
-# whose baseline came out low reads just over 2x (measured: 2.1 to 2.3x in one run, 1.5 to
-# 1.7x in the next). A flood that really doubles the round trips does so in every window.
+# whose baseline came out low reads just over 2x (measured: 2.1 to 2.3x in one run, 1.4 to
+# 1.75x in the next). A flood that really doubles the round trips does so in every window.
 FLOOD_ATTEMPTS = 5
 
 
