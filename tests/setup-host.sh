@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages `make test` needs on the controller: the real
-# validators (nginx, apache2 + mod_evasive), redis-server for the app's
+# validators (nginx, apache2 + mod_evasive, nftables for `nft -c` of the
+# firewall's rulesets; iptables to save and restore Docker's rules in a test
+# host's network namespace around a flush), redis-server for the app's
 # cluster tests, chromium for the browser tests, debootstrap and docker.io for
 # Molecule's test hosts, and testssl.sh >= 3.2 to grade the deployed TLS (see
 # below). Idempotent; called by `make test`.
 set -euo pipefail
 
-packages=(nginx apache2 libapache2-mod-evasive redis-server chromium openssl curl
+packages=(nginx apache2 libapache2-mod-evasive nftables iptables redis-server chromium openssl curl
           debootstrap docker.io python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do

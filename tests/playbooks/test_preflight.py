@@ -29,6 +29,13 @@ SHOW = """
     - name: Endpoints
       ansible.builtin.debug:
         var: signaling_app_endpoints
+- name: Show the firewall models
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Firewall
+      ansible.builtin.debug:
+        var: __firewall_model
 """
 
 
@@ -48,11 +55,14 @@ def _inventory(tmp_path: Path, groups: dict[str, dict], **all_vars) -> Path:
     return path
 
 
-def _run(tmp_path: Path, inventory: Path) -> tuple[int, str, dict]:
+def _play(tmp_path: Path, inventory: Path, **env_vars: str) -> tuple[int, str, dict[str, dict]]:
+    """Run the preflight; its exit code, output, and what it published per host: "Endpoints"
+    (signaling_app_endpoints) and "Firewall" (the firewall role's model)."""
     playbook = tmp_path / "show.yml"
     playbook.write_text(SHOW.format(root=ROOT))
     env = dict(
         os.environ,
+        **env_vars,
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
         ANSIBLE_CACHE_PLUGIN="memory",
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
@@ -62,16 +72,23 @@ def _run(tmp_path: Path, inventory: Path) -> tuple[int, str, dict]:
         [str(ANSIBLE_PLAYBOOK), "--check", "-i", str(inventory), str(playbook)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
-    endpoints: dict[str, list] = {}
+    shown: dict[str, dict] = {"Endpoints": {}, "Firewall": {}}
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        return proc.returncode, proc.stdout + proc.stderr, endpoints
+        return proc.returncode, proc.stdout + proc.stderr, shown
     for play in report["plays"]:
         for task in play["tasks"]:
-            if task["task"]["name"] == "Endpoints":
-                endpoints = {h: r["signaling_app_endpoints"] for h, r in task["hosts"].items()}
-    return proc.returncode, proc.stdout + proc.stderr, endpoints
+            name = task["task"]["name"]
+            if name in shown:
+                var = {"Endpoints": "signaling_app_endpoints", "Firewall": "__firewall_model"}[name]
+                shown[name] = {h: r[var] for h, r in task["hosts"].items()}
+    return proc.returncode, proc.stdout + proc.stderr, shown
+
+
+def _run(tmp_path: Path, inventory: Path) -> tuple[int, str, dict]:
+    rc, out, shown = _play(tmp_path, inventory)
+    return rc, out, shown["Endpoints"]
 
 
 def test_multi_host_endpoints(tmp_path):
@@ -175,5 +192,60 @@ def test_instances_default_to_one_per_cpu_on_loopback(tmp_path):
 )
 def test_bad_inventory_fails_early(tmp_path, groups, all_vars, message):
     rc, out, _ = _run(tmp_path, _inventory(tmp_path, groups, **all_vars))
+    assert rc != 0
+    assert message in out
+
+
+# -- the firewall's lock-out guard ------------------------------------------------
+# Ansible runs here with a local connection, the controller being this machine: SSH_CONNECTION
+# in its environment is what an operator logged in over SSH would have (the role reads it
+# from Ansible's environment, or a parent's). Port 2222 keeps this machine's own SSH sessions,
+# if any, out of it.
+SSH_FROM_ELSEWHERE = {"SSH_CONNECTION": "203.0.113.7 50022 192.0.2.1 2222"}
+ONE_HOST = {g: {"one": None} for g in ("signaling_app", "proxy", "redis", "turn")}
+
+
+def test_firewall_keeps_ssh_open_to_the_controller(tmp_path):
+    inv = _inventory(tmp_path, ONE_HOST, firewall_ssh_port=2222, firewall_ssh_allow=["198.51.100.0/24"])
+    rc, out, shown = _play(tmp_path, inv, **SSH_FROM_ELSEWHERE)
+    assert rc == 0, out
+    model = shown["Firewall"]["one"]
+    (ssh,) = model["ssh"]
+    assert (ssh["ports"], ssh["ipv4"]) == (["2222"], ["198.51.100.0/24", "203.0.113.7"])
+    # Every tier of the host, each from where the issue says.
+    comments = [r["comment"] for r in model["rules"]]
+    assert comments[:4] == ["proxy: http, https", "turn: TURN", "turn: TURN", "turn: relayed media"]
+    assert "signaling_app: the instances, from the proxies" in comments
+    assert "redis: from the app hosts" in comments
+
+
+@pytest.mark.parametrize(
+    ("all_vars", "message"),
+    [
+        pytest.param(
+            {"firewall_ssh_port": 2222, "firewall_ssh_allow_controller": False, "firewall_ssh_allow": ["198.51.100.0/24"]},
+            "The firewall would lock the operator out of one: its new ruleset drops new SSH connections from "
+            "203.0.113.7 to port 2222",
+            id="controller-not-allowed",
+        ),
+        pytest.param(
+            {"firewall_ssh_port": 22},
+            "drops new SSH connections from 203.0.113.7 to port 2222",
+            id="sshd-on-another-port",
+        ),
+        pytest.param(
+            {"firewall_ssh_port": 2222, "firewall_allow": [{"port": 8443, "from": ["10.0.0.5/24"]}]},
+            "firewall_allow[0].from[0] has host bits set: '10.0.0.5/24' (the network is 10.0.0.0/24)",
+            id="bad-firewall-allow",
+        ),
+        pytest.param(
+            {"firewall_ssh_port": 2222, "firewall_extra_rules": ["tcp dport 80 accept; flush ruleset"]},
+            "firewall_extra_rules[0] must be one rule on one line",
+            id="bad-extra-rule",
+        ),
+    ],
+)
+def test_firewall_refuses_before_anything_changes(tmp_path, all_vars, message):
+    rc, out, _ = _play(tmp_path, _inventory(tmp_path, ONE_HOST, **all_vars), **SSH_FROM_ELSEWHERE)
     assert rc != 0
     assert message in out
