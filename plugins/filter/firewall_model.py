@@ -110,7 +110,7 @@ ICMPV6_MLD_TYPES = ["mld-listener-query", "mld-listener-report", "mld-listener-d
 _COMMENT_RE = re.compile(r"^[A-Za-z0-9 _.,:;/()\[\]+=@'-]{1,100}$")
 _RANGE_RE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 #: Words a raw rule may not contain: they would act on other tables or the whole ruleset.
-_RAW_FORBIDDEN = re.compile(r"\b(flush|table|chain|delete|include|define|destroy|reset)\b")
+_RAW_FORBIDDEN = re.compile(r"\b(flush|table|chain|delete|include|define|destroy)\b")
 
 
 # ---------------------------------------------------------------------------

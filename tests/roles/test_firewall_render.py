@@ -44,7 +44,8 @@ FULL = {
          "from": {"mon1": ["10.0.0.51", "2001:db8::51"]}},
     ],
     "allow": [{"port": [8443, "10000-10010"], "proto": "udp", "comment": "operator's own [test]"}],
-    "extra_rules": ["ip saddr 203.0.113.0/24 drop", "tcp dport 9999 ip saddr { 10.9.9.9, 10.9.9.8 } counter accept"],
+    "extra_rules": ["ip saddr 203.0.113.0/24 drop", "tcp dport 9999 ip saddr { 10.9.9.9, 10.9.9.8 } counter accept",
+                    "ip saddr 198.51.100.66 tcp dport 443 reject with tcp reset"],
     "log_dropped": True,
 }
 
