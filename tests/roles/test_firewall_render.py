@@ -7,6 +7,7 @@ a network namespace of its own (`unshare --user --map-root-user --net`). Nothing
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -141,7 +142,16 @@ def test_state_finds_ssh_connection_in_a_parent_process():
 
 
 def test_state_prints_json(tmp_path):
+    ruleset = tmp_path / "firewall.nft"
+    ruleset.write_text(fm.render_firewall_ruleset(fm.build_firewall_model({})))
     env = {**os.environ, "SSH_CONNECTION": "192.0.2.10 50022 192.0.2.1 22"}
     done = subprocess.run([sys.executable, "-c", (ROLE / "files" / "firewall_state.py").read_text(),
-                           str(tmp_path / "none.nft"), "22", "0"], env=env, capture_output=True, text=True, check=True)
-    assert json.loads(done.stdout) == {"ssh_connection": "192.0.2.10 50022 192.0.2.1 22", "ssh_peers": [], "loaded": None}
+                           str(ruleset), "22", "0", str(tmp_path / "webrtc-edge-firewall.service")],
+                          env=env, capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout)
+    assert found["ssh_connection"] == "192.0.2.10 50022 192.0.2.1 22"
+    assert found["ssh_peers"] == []
+    assert found["loaded"] == json.loads(json.dumps(fm.build_firewall_model({})))
+    # The role writes a file only when this differs from the checksum of what it would write.
+    assert found["sha256"] == {"ruleset": hashlib.sha256(ruleset.read_bytes()).hexdigest(), "unit": None}
+    assert set(found["unit"]) == {"enabled", "active"}

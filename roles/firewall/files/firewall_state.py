@@ -1,7 +1,8 @@
 """What the firewall role's preflight reads on a host before anything changes, printed as JSON.
 
-Run by roles/firewall/tasks/preflight.yml as ``python3 -c <this file> RULESET_FILE SSH_PORT LOCAL``
-(no become: it only reads). Prints one JSON object:
+Run by roles/firewall/tasks/preflight.yml as
+``python3 -c <this file> RULESET_FILE SSH_PORT LOCAL UNIT_FILE`` (no become: it only reads).
+Prints one JSON object:
 
 ``ssh_connection``
     the SSH connection Ansible's session came in on, as sshd put it in the environment
@@ -15,13 +16,20 @@ Run by roles/firewall/tasks/preflight.yml as ``python3 -c <this file> RULESET_FI
     operator's SSH sessions into this machine; [] otherwise.
 ``loaded``
     the model the last run left in RULESET_FILE (its marker line), or null.
+``sha256``
+    of RULESET_FILE and UNIT_FILE (the unit's file), null where missing: the role writes neither
+    when it would write the same, and saves a round trip to the host per file.
+``unit``
+    whether the unit (UNIT_FILE's name) is ``enabled`` and ``active`` now.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
+import subprocess
 import sys
 
 MODEL_MARKER = "# webrtc-edge-firewall-model: "  # plugins/filter/firewall_model.py
@@ -81,8 +89,25 @@ def loaded_model(path: str):
     return None
 
 
+def sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as content:
+            return hashlib.sha256(content.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def unit_state(unit: str) -> dict[str, bool]:
+    def answers(*args: str) -> bool:
+        try:
+            return subprocess.run(["systemctl", *args, unit], capture_output=True, check=False).returncode == 0
+        except OSError:
+            return False
+    return {"enabled": answers("is-enabled", "--quiet"), "active": answers("is-active", "--quiet")}
+
+
 def main(argv: list[str]) -> None:
-    ruleset_file, ssh_port, local = argv[1], int(argv[2]), argv[3] == "1"
+    ruleset_file, ssh_port, local, unit_file = argv[1], int(argv[2]), argv[3] == "1", argv[4]
     peers = []
     if local:
         for name in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -95,6 +120,8 @@ def main(argv: list[str]) -> None:
         "ssh_connection": ssh_connection(),
         "ssh_peers": sorted(set(peers)),
         "loaded": loaded_model(ruleset_file),
+        "sha256": {"ruleset": sha256(ruleset_file), "unit": sha256(unit_file)},
+        "unit": unit_state(os.path.basename(unit_file)),
     }))
 
 
