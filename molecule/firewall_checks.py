@@ -34,7 +34,7 @@ import time
 from functools import cache
 
 import pytest
-from testinfra_helpers import container_address, inventory_host, inventory_hosts
+from testinfra_helpers import container_address, instance_ports, inventory_host, inventory_hosts
 
 __all__ = [
     "controller_reaches", "firewall_services",
@@ -191,11 +191,6 @@ def _turn_ports(host) -> dict[tuple[int, str], str]:
     return found
 
 
-def _instance_ports(host) -> list[int]:
-    units = host.check_output("systemctl list-units --all --plain --no-legend --type=service 'signaling@*' | cut -d' ' -f1")
-    return sorted(int(u.removeprefix("signaling@").removesuffix(".service")) for u in units.split())
-
-
 def _services(name: str) -> dict[tuple[int, str], tuple[str, str]]:
     """(port, proto) -> (tier, what a try from an allowed source finds) for host ``name``."""
     host = inventory_host(name)
@@ -206,7 +201,7 @@ def _services(name: str) -> dict[tuple[int, str], tuple[str, str]]:
         services.update({key: ("turn", found) for key, found in _turn_ports(host).items()})
     if name in _group("signaling_app"):
         remote = _group("proxy") != {name}  # instances on the private address
-        services.update({(p, "tcp"): ("app", "open" if remote else "refused") for p in _instance_ports(host)})
+        services.update({(p, "tcp"): ("app", "open" if remote else "refused") for p in instance_ports(host)})
     if name in _group("redis"):
         services[(REDIS_PORT, "tcp")] = ("redis", "open")
     return services
