@@ -1,9 +1,9 @@
 """Hypothesis fuzzing of a real running instance (issue 5, "Hostile input": Protocol).
 
 ``python -m signaling`` runs as a subprocess, once with the in-memory hub and
-once with ``--redis-url`` against the real redis-server of conftest.py, with a
-rate limit high enough that fuzz frames are never rate-limited (the limiter has
-its own tests). One event loop serves the module; each Hypothesis example runs
+once with ``SIGNALING_REDIS_URL`` naming the real redis-server of conftest.py,
+with a rate limit high enough that fuzz frames are never rate-limited (the
+limiter has its own tests). One event loop serves the module; each Hypothesis example runs
 on it with ``run_until_complete`` and reuses the same connections.
 
 What is thrown at it:
@@ -48,6 +48,7 @@ import asyncio
 import dataclasses
 import io
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -347,7 +348,7 @@ class Instance:
                 and not (b'"logger":"aiohttp.server"' in line and b"aiohttp.http_exceptions." in line)]
 
 
-def start_instance(workdir: Path, *extra: str) -> Instance:
+def start_instance(workdir: Path, *extra: str, env: dict[str, str] | None = None) -> Instance:
     port = free_port()
     uploads = workdir / "uploads"
     uploads.mkdir()
@@ -357,7 +358,7 @@ def start_instance(workdir: Path, *extra: str) -> Instance:
             [sys.executable, "-m", "signaling", "--host", "127.0.0.1", "--port", str(port),
              "--rate-limit", "1000000", "--rate-limit-burst", "1000000", "--discovery",
              "--uploads-dir", str(uploads), "--upload-max-size", str(UPLOAD_LIMIT), *extra],
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
     inst = Instance(f"http://127.0.0.1:{port}", proc, log, uploads)
     deadline = time.monotonic() + 15
@@ -741,8 +742,8 @@ def fuzz_loop() -> Any:
     loop.close()
 
 
-def _fuzz(loop: asyncio.AbstractEventLoop, workdir: Path, *extra: str) -> Any:
-    inst = start_instance(workdir, *extra)
+def _fuzz(loop: asyncio.AbstractEventLoop, workdir: Path, env: dict[str, str] | None = None) -> Any:
+    inst = start_instance(workdir, env=env)
     harness = Fuzz(loop, inst)
     try:
         harness.run(harness.setup())
@@ -767,7 +768,8 @@ def fuzz(fuzz_loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPath
 def cluster_fuzz(fuzz_loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory,
                  redis_server: Any) -> Any:
     """The same with the Redis hub, against the real redis-server of conftest.py."""
-    yield from _fuzz(fuzz_loop, tmp_path_factory.mktemp("fuzz-redis"), "--redis-url", redis_server["url"])
+    # The URL carries the password: by environment, as the command line refuses it.
+    yield from _fuzz(fuzz_loop, tmp_path_factory.mktemp("fuzz-redis"), env={"SIGNALING_REDIS_URL": redis_server["url"]})
 
 
 def fuzz_settings(examples: int) -> Callable[[Any], Any]:
