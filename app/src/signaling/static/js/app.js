@@ -306,7 +306,8 @@ async function ensureCall(peerId, { name = "", role = "", initiate = false } = {
   call.addEventListener("iceerror", (ev) => {
     hooks.iceErrors.push({ peerId, ...ev.detail });
     if (hooks.iceErrors.length > LOG_LIMIT) hooks.iceErrors.shift();
-    log(`peer ${peerId}: ICE server ${ev.detail.url} refused: ${ev.detail.code} ${ev.detail.text}`);
+    // 701: the server is not reachable from one of our networks (an IPv6 one, say): routine.
+    if (ev.detail.code !== 701) log(`peer ${peerId}: ${ev.detail.url} answered ${ev.detail.code} ${ev.detail.text}`);
   });
   call.addEventListener("stats", () => {
     const entry = hooks.peers.get(peerId);
