@@ -404,9 +404,10 @@ def test_secrets_not_in_logs(host_name):
 
 
 # Every loaded unit's command lines and environment, as any local user may read them.
+# (xargs -d: unit names hold backslashes; `--`: the root mount is `-.mount`.)
 _UNIT_EXEC = ("systemctl list-units --all --plain --no-legend --no-pager | cut -d' ' -f1"
-              " | xargs systemctl show --no-pager"
-              " -p Id,ExecStartPre,ExecStart,ExecStartPost,ExecReload,ExecStop,Environment")
+              " | xargs -d '\\n' systemctl show --no-pager"
+              " -p Id,ExecStartPre,ExecStart,ExecStartPost,ExecReload,ExecStop,Environment --")
 
 
 @pytest.mark.parametrize("host_name", inventory_hosts("all"))

@@ -45,13 +45,13 @@ from dataclasses import dataclass
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from deployment_checks import site  # noqa: F401 (fixture)
+from deployment_checks import proxy_host, site  # noqa: F401 (fixtures)
 from hardening_checks import _controller_secret, turn_host  # noqa: F401 (fixture)
 from testinfra_helpers import container_address, inventory_host, inventory_hosts, run_ca_file
 
 __all__ = [
     # fixtures
-    "site", "turn_host", "ice_servers",
+    "proxy_host", "site", "turn_host", "ice_servers",
     "test_ice_servers_list_turn_over_tls", "test_turns_serves_the_deployments_certificate",
     "test_turns_protocols_follow_the_proxy_profile", "test_turns_allocation_with_the_apps_credential",
     "test_user_quota_derived_from_the_room_size", "test_one_session_gets_its_quota_and_no_more",
