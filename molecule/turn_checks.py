@@ -21,6 +21,9 @@ Quota per session
     many allocations and the next one is refused with 486, while another session still
     gets its own. That is what a room host needs for a full room: a peer connection per
     participant, an allocation per URL, on two local networks.
+Ports
+    turnserver listens on ``listening-port`` (UDP, TCP) and ``tls-listening-port`` (TCP)
+    only: no RFC 5780 alternate ports (+1), no DTLS.
 Renewal
     ``systemctl reload coturn`` (the role's drop-in: SIGUSR2, coturn re-reads its
     certificate and key) keeps the process and its allocations, and TLS is served after.
@@ -55,7 +58,7 @@ __all__ = [
     "test_ice_servers_list_turn_over_tls", "test_turns_serves_the_deployments_certificate",
     "test_turns_protocols_follow_the_proxy_profile", "test_turns_allocation_with_the_apps_credential",
     "test_user_quota_derived_from_the_room_size", "test_one_session_gets_its_quota_and_no_more",
-    "test_reload_rereads_certificates_in_place",
+    "test_reload_rereads_certificates_in_place", "test_coturn_listens_on_its_ports_only",
 ]
 
 CONFIG = "/etc/turnserver.conf"
@@ -353,8 +356,9 @@ def test_reload_rereads_certificates_in_place(turn_host, ice_servers):
     """What the `tls certificates changed` handler does after a renewal: the same process
     re-reads its certificate and key (SIGUSR2), and an allocation made before lives on."""
     urls = _turn_urls(ice_servers, turn_host.backend.get_hostname())
-    assert "/bin/kill -USR2 $MAINPID" in turn_host.check_output("systemctl cat coturn")
+    assert "kill -USR2" in turn_host.check_output("systemctl show -p ExecReload --value coturn")
     before = turn_host.check_output("systemctl show -p MainPID --value coturn")
+    since = turn_host.check_output("date '+%Y-%m-%d %H:%M:%S'")
     with _turns(turn_host, urls) as tls:
         client = TurnClient(tls, urls.username, urls.credential)
         client.allocate()
@@ -363,5 +367,21 @@ def test_reload_rereads_certificates_in_place(turn_host, ice_servers):
         client._request(REFRESH, [(LIFETIME, struct.pack("!I", 600))])  # still allocated
         client.release()
     assert turn_host.check_output("systemctl show -p MainPID --value coturn") == before
+    journal = turn_host.check_output(f"journalctl -u coturn --no-pager -o cat --since '{since}'")
+    assert "Reloading TLS certificates and keys" in journal, journal[-2000:]
     with _turns(turn_host, urls) as tls:
         assert tls.getpeercert(binary_form=True) == _leaf(turn_host.file(DEPLOYMENT_CERT).content_string)
+
+
+def test_coturn_listens_on_its_ports_only(turn_host):
+    """No alternate ports (RFC 5780 would add listening-port + 1 and tls-listening-port + 1
+    with two addresses), no DTLS; relay sockets (min-port..max-port) aside."""
+    config = _config(turn_host)
+    relay = range(int(config["min-port"]), int(config["max-port"]) + 1)
+    listening = set()
+    for line in turn_host.check_output("ss -H -lntup").splitlines():
+        fields = line.split()
+        if '"turnserver"' in line and int(fields[4].rsplit(":", 1)[1]) not in relay:
+            listening.add((fields[0], int(fields[4].rsplit(":", 1)[1])))
+    port, tls_port = int(config["listening-port"]), int(config["tls-listening-port"])
+    assert listening == {("udp", port), ("tcp", port), ("tcp", tls_port)}
