@@ -223,10 +223,10 @@ def _tls_context(**versions) -> ssl.SSLContext:
 
 
 @contextlib.contextmanager
-def _turns(host, urls: TurnUrls, context: ssl.SSLContext | None = None):
+def _turns(host, urls: TurnUrls, context: ssl.SSLContext | None = None, timeout: float = 10):
     """A TLS connection to the host's TURN over TLS port, verified: run's CA, the URL's name."""
     raw = socket.create_connection((container_address(host.backend.get_hostname()), urls.port("turns", "tcp")),
-                                   timeout=10)
+                                   timeout=timeout)
     try:
         with (context or _tls_context()).wrap_socket(raw, server_hostname=urls.name) as tls:
             yield tls
@@ -277,9 +277,11 @@ def test_turns_protocols_follow_the_proxy_profile(turn_host, ice_servers, versio
     if version == "TLSv1_1":
         context.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that the refusal is the server's
     try:
-        with _turns(turn_host, urls, context) as tls:
+        # coturn 4.6.1 does not answer a TLS 1.1 hello at all (no alert): the handshake times
+        # out, which refuses it as well (TLS 1.2, the same server, answers at once).
+        with _turns(turn_host, urls, context, timeout=10 if accepted else 5) as tls:
             negotiated, cipher = tls.version(), tls.cipher()[0]
-    except (ssl.SSLError, ConnectionError) as exc:
+    except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
         assert "no protocols available" not in str(exc).lower(), "refused by the client"
         assert not accepted, f"{version} refused: {exc}"
         return
