@@ -31,8 +31,8 @@ arches=(x86_64 aarch64)
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-# compile OUTPUT [uv pip compile arguments...]: resolve into OUTPUT, starting from the pins
-# the existing lock (if any) holds.
+# compile OUTPUT LOCK [uv pip compile arguments...]: resolve into OUTPUT, keeping the pins
+# the existing LOCK (if any) holds where they still fit.
 compile() {
   local out=$1 lock=$2
   shift 2
@@ -60,7 +60,7 @@ for target in "${targets[@]}"; do
   {
     echo "# The signaling app's runtime dependencies (app/pyproject.toml) for targets with Python $minor:"
     echo "# exact versions, wheels only, every file's sha256. Written by \`make lock\`"
-    echo "# (app/locks/update.sh); do not edit. The role reads the three lines below."
+    echo "# (app/locks/update.sh); do not edit. The role and its tests read the lines below."
     echo "# python: $python"
     echo "# glibc: $glibc"
     echo "# arches: ${arches[*]}"
