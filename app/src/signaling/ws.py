@@ -218,10 +218,10 @@ class Peer(Connection):
                 log.exception("message handling failed", extra={"peer": self.sess.id})
                 return
             self.backlog = deque()  # it had to wait after all: finish it in a task
-            asyncio.ensure_future(self._work(_finish(coro, waiting_on)))
+            self.hub.spawn(self._work(_finish(coro, waiting_on)))
         else:
             self.backlog = deque()
-            asyncio.ensure_future(self._work(coro))
+            self.hub.spawn(self._work(coro))
 
     async def _work(self, coro) -> None:
         backlog = self.backlog
