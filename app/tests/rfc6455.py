@@ -770,6 +770,12 @@ async def _(t: Target, raw: bytes) -> None:
     await _protocol_error(t, client_frame(msg[:cut], fin=False), client_frame(msg[cut:], CONT), code=1007)
 
 
+@case("6.6 a good message, invalid UTF-8, another good message, in one write: a pong, then 1007 (nothing after)")
+async def _(t: Target) -> None:
+    await _protocol_error(t, client_frame(ping_json(0)), client_frame(b'{"type":"ping","id":"\xff"}'),
+                          client_frame(ping_json("after")), code=1007, before=1)
+
+
 @case("6.5 valid UTF-8 that is not JSON: bad-json, open")
 async def _(t: Target) -> None:
     async with session(t) as ws:

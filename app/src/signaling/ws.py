@@ -186,11 +186,12 @@ class Peer(Connection):
         super().end(code, why, client_code)
 
     def _utf8(self, data: bytes | bytearray) -> bool:
-        """RFC 6455 8.1: a text frame that is not UTF-8 fails the connection (1007)."""
+        """RFC 6455 8.1: a text frame that is not UTF-8 fails the connection (1007). At once:
+        this runs in turn, so what came before is answered, and what came after is not."""
         try:
             data.decode()
         except UnicodeDecodeError:
-            self.end(WSCloseCode.INVALID_TEXT, b"text frame is not UTF-8")
+            super().end(WSCloseCode.INVALID_TEXT, b"text frame is not UTF-8")
             return False
         return True
 
