@@ -19,7 +19,8 @@ from .wsconn import Connection, frame, take_over
 
 log = logging.getLogger("signaling.ws")
 
-# Frames above this are cut off with close code 1009; frames between
+# Messages (one frame or all the fragments of one) above this are cut off
+# with close code 1009, judged by their frame headers; messages between
 # max_message_size and this get a `too-large` error and the connection
 # stays up.
 HARD_FRAME_LIMIT = 1 << 20
