@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stop_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "coturn"
@@ -180,9 +181,4 @@ class Coturn:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_app(self)  # SIGTERM, then SIGKILL if it does not exit in time
