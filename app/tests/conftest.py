@@ -137,13 +137,14 @@ class Instance:
                 and not (b'"logger":"aiohttp.server"' in line and b"aiohttp.http_exceptions." in line)]
 
 
-def start_app(workdir: Path, *args: str) -> Instance:
-    """Start ``python -m signaling`` on a free loopback port with ``args``; wait for /ready."""
+def start_app(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Instance:
+    """Start ``python -m signaling`` on a free loopback port with ``args`` (and ``SIGNALING_*``
+    variables in ``env``: secrets, which its command line refuses); wait for /ready."""
     port = free_port()
     log = workdir / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "signaling", "--host", "127.0.0.1", "--port", str(port), *args],
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     inst = Instance(f"http://127.0.0.1:{port}", port, proc, log)
     deadline = time.monotonic() + 15
     while True:

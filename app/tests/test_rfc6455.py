@@ -1,7 +1,7 @@
 """The RFC 6455 conformance suite (rfc6455.py) against real instances, on both hubs.
 
 ``python -m signaling`` runs as a subprocess with its default settings, once with
-the in-memory hub and once with ``--redis-url`` against the real redis-server of
+the in-memory hub and once with ``SIGNALING_REDIS_URL`` naming the real redis-server of
 conftest.py; every case of rfc6455.CASES runs against each, over a plain TCP
 connection to the instance (no proxy: ``rfc6455.APP``). The memory cases read the
 instance's resident set from ``/proc/PID/status`` and reset its peak through
@@ -30,8 +30,9 @@ def _reset_peak(pid: int) -> None:
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def instance(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     """One instance per hub for the whole module."""
-    args = ("--redis-url", request.getfixturevalue("redis_server")["url"]) if request.param == "redis" else ()
-    inst = start_app(tmp_path_factory.mktemp(f"rfc6455-{request.param}"), *args)
+    # The Redis URL carries a password: by environment, as the command line refuses it.
+    env = {"SIGNALING_REDIS_URL": request.getfixturevalue("redis_server")["url"]} if request.param == "redis" else {}
+    inst = start_app(tmp_path_factory.mktemp(f"rfc6455-{request.param}"), env=env)
     try:
         yield inst
         assert inst.proc.poll() is None, "the instance died"

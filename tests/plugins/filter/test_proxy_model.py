@@ -112,6 +112,13 @@ def test_tls_profiles(spec, profile, protocols, cipher_count):
     tls = build(spec, **{"tls.profile": profile})["tls"]
     assert tls["protocols"] == protocols
     assert len(tls["ciphers"]) == cipher_count
+    # What tls_profile gives servers beside the proxy (coturn) is what the proxy offers.
+    assert pm.tls_profile(profile) == {"protocols": tls["protocols"], "ciphers": tls["ciphers"]}
+
+
+def test_tls_profile_refuses_an_unknown_name():
+    with pytest.raises(ValueError, match="profile must be one of intermediate, modern, got 'old'"):
+        pm.tls_profile("old")
 
 
 @pytest.mark.parametrize(
@@ -225,7 +232,7 @@ def test_parse_version(text, version):
 
 def test_filter_module_lists_every_filter():
     assert sorted(pm.FilterModule().filters()) == sorted([
-        "proxy_model", "proxy_error_document",
+        "proxy_model", "proxy_error_document", "tls_profile",
         "nginx_site", "nginx_headers", "nginx_upstream", "nginx_maps", "nginx_tls",
         "apache_site", "apache_ports", "apache_modules", "apache_balancers", "apache_headers", "apache_tls",
     ])
