@@ -898,7 +898,10 @@ def _nginx_location(model, loc, include):
                  f"alias {model['roots']['errors']}/;"]
     elif kind == "websocket":
         t = model["timeouts"]["ws_read"]
-        body += [f"proxy_read_timeout {t}s;", f"proxy_send_timeout {t}s;", "proxy_buffering off;",
+        # RFC 6455 4.1: a WebSocket handshake is HTTP/1.1 or later. nginx would send an HTTP/1.0
+        # upgrade on to the app as HTTP/1.1 and tunnel it: refuse it here, as the app does.
+        body += ["if ($server_protocol = HTTP/1.0) {", "    return 400;", "}",
+                 f"proxy_read_timeout {t}s;", f"proxy_send_timeout {t}s;", "proxy_buffering off;",
                  f"proxy_pass {up};"]
     elif kind == "api":
         n = model["name"].replace("-", "_")
@@ -1353,6 +1356,11 @@ def render_apache_site(model, apache_version="2.4.62"):
         # announced oversize body here, before anything reaches the app.
         f"RewriteCond %{{HTTP:Content-Length}} -gt{limits['body_max']}",
         "RewriteRule ^/api/ - [R=413,L]",
+        # RFC 6455 4.1: a WebSocket handshake is HTTP/1.1 or later. mod_proxy would send an
+        # HTTP/1.0 upgrade on to the app as HTTP/1.1 and tunnel it without the 101 (no 1xx
+        # answer to an HTTP/1.0 client): refuse it here, as the app does.
+        "RewriteCond %{SERVER_PROTOCOL} =HTTP/1.0",
+        "RewriteRule ^/ws$ - [R=400,L]",
     ]
     if cors["origins"]:
         vhost += [

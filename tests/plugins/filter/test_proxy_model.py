@@ -449,8 +449,10 @@ def test_nginx_site_behaviour(spec):
     # WebSocket: the map keeps keepalive pools, long read timeout, no buffering
     assert "map $http_upgrade $connection_upgrade {\n    default upgrade;\n    ''      '';\n}" in text
     assert 'Connection "upgrade"' not in text
-    ws = text.split("location = /ws {")[1].split("}")[0]
+    ws = text.split("location = /ws {")[1].split("\n    }\n")[0]
     assert "proxy_read_timeout 90s;" in ws and "proxy_buffering off;" in ws
+    # RFC 6455 4.1: an HTTP/1.0 upgrade is refused, not passed on to the app as HTTP/1.1
+    assert "if ($server_protocol = HTTP/1.0) {\n            return 400;\n        }" in ws
     # API: rate limit, body limit, long-poll timeout, JSON errors
     api = text.split("location /api/ {")[1].split("\n    }\n")[0]
     for line in ("limit_req zone=webrtc_edge_api burst=20 nodelay;", "client_max_body_size 10551296;",
@@ -606,6 +608,8 @@ def test_apache_site_behaviour(spec):
     assert "RewriteCond %{HTTP:Content-Length} -gt10551296\n    RewriteRule ^/api/ - [R=413,L]" in site
     # chunked HTTP/1.1 request bodies refused (Apache drops Content-Length when both come)
     assert "RewriteCond %{HTTP2} !=on\n    RewriteCond %{HTTP:Transfer-Encoding} !^$\n    RewriteRule ^ - [R=400,L]" in site
+    # RFC 6455 4.1: an HTTP/1.0 upgrade is refused, not tunnelled to the app as HTTP/1.1
+    assert "RewriteCond %{SERVER_PROTOCOL} =HTTP/1.0\n    RewriteRule ^/ws$ - [R=400,L]" in site
     assert "ErrorDocument 503 /_errors/50x.json" in site and "ErrorDocument 503 /_errors/50x.html" in site
     assert "<Location \"/metrics\">\n        Require ip 127.0.0.1 ::1\n    </Location>" in site
     assert "SetHandler server-status\n        Require ip 127.0.0.1 ::1" in site
