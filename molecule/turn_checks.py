@@ -358,7 +358,7 @@ def test_reload_rereads_certificates_in_place(turn_host, ice_servers):
     """What the `tls certificates changed` handler does after a renewal: the same process
     re-reads its certificate and key (SIGUSR2), and an allocation made before lives on."""
     urls = _turn_urls(ice_servers, turn_host.backend.get_hostname())
-    assert "kill -USR2" in turn_host.check_output("systemctl show -p ExecReload --value coturn")
+    assert "/bin/kill -USR2" in turn_host.check_output("systemctl show -p ExecReload --value coturn")
     before = turn_host.check_output("systemctl show -p MainPID --value coturn")
     since = turn_host.check_output("date '+%Y-%m-%d %H:%M:%S'")
     with _turns(turn_host, urls) as tls:

@@ -118,10 +118,10 @@ def test_user_quota_follows_room_size_and_urls(rendered, variant, quota):
 
 
 def test_dropin_reloads_with_sigusr2(rendered):
-    assert dropin(rendered, "default") == ["[Service]", "ExecReload=/bin/sh -c 'kill -USR2 \"$MAINPID\"'"]
+    assert dropin(rendered, "default") == ["[Service]", "ExecReload=/bin/kill -USR2 $MAINPID"]
 
 
 def test_dropin_binds_443_as_turnserver_only_when_needed(rendered):
     assert dropin(rendered, "tls-443") == ["[Service]", "AmbientCapabilities=CAP_NET_BIND_SERVICE",
-                                           "ExecReload=/bin/sh -c 'kill -USR2 \"$MAINPID\"'"]
+                                           "ExecReload=/bin/kill -USR2 $MAINPID"]
     assert "tls-listening-port=443" in config(rendered, "tls-443")
