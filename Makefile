@@ -22,23 +22,33 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deploy test venv test-deps lint unit app-test browser-test molecule resilience resilience-scenario bench clean
+.PHONY: help deploy test venv lock test-deps lint unit app-test browser-test molecule resilience resilience-scenario bench clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # -- the controller's virtualenv ------------------------------------------------
 
-$(VENV)/.installed: requirements.txt app/pyproject.toml
+# The app's runtime dependencies come at the versions its lock ships to targets of this
+# Python (app/locks/py<X.Y>.txt, hashes left out), so the app's tests test what is deployed.
+APP_LOCK = app/locks/py$(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])').txt
+
+$(VENV)/.installed: requirements.txt app/pyproject.toml $(wildcard app/locks/py*.txt)
 	@python3 -c 'import ensurepip' 2>/dev/null || { \
 	  echo "installing python3-venv"; $(SUDO) apt-get update -qq; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt -e './app[test]'
+	@if [ -f $(APP_LOCK) ]; then grep -oE '^[A-Za-z0-9._-]+==[^[:space:];]+' $(APP_LOCK) > $(VENV)/app-constraints.txt; \
+	else echo "warning: no $(APP_LOCK): the app's dependencies are not pinned in $(VENV)" >&2; : > $(VENV)/app-constraints.txt; fi
+	$(VENV)/bin/pip install -q -r requirements.txt -c $(VENV)/app-constraints.txt -e './app[test]'
 	@touch $@
 
 venv: $(VENV)/.installed  ## create or update the controller virtualenv (.venv)
+
+# Needs PyPI. LOCK_ARGS go to uv: --upgrade (all to the newest allowed), --upgrade-package NAME.
+lock: venv  ## rewrite app/locks/ (the app's dependencies, with hashes) from app/pyproject.toml
+	UV=$(VENV)/bin/uv bash app/locks/update.sh $(LOCK_ARGS)
 
 # -- deploy ----------------------------------------------------------------------
 

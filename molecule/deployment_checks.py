@@ -388,19 +388,23 @@ def test_app_runs_as_its_own_user(app_host, app_ports):
 
 
 # Files that hold secrets, by the group whose hosts have them: (path, mode, owner, group).
-# The TLS key is the proxy's alone; configs carrying passwords are 0600, readable
-# by their service's own user only.
+# The TLS key is root's alone; configs carrying passwords are 0600, readable by their
+# service's own user only; coturn reads its copy of the key (which it re-reads on every
+# reload) through its group, and cannot change it.
 SECRET_FILES = {
     "proxy": [("/etc/webrtc-edge/tls/privkey.pem", 0o600, "root", "root")],
     "signaling_app": [("/etc/signaling/signaling.toml", 0o600, APP_USER, APP_USER)],
     "redis": [("/etc/redis/webrtc-edge.conf", 0o600, "redis", "redis")],
-    "turn": [("/etc/turnserver.conf", 0o600, "turnserver", "turnserver")],
+    "turn": [("/etc/turnserver.conf", 0o600, "turnserver", "turnserver"),
+             ("/etc/webrtc-edge/tls/privkey.pem", 0o600, "root", "root"),
+             ("/etc/coturn/tls/privkey.pem", 0o640, "root", "turnserver")],
 }
 
 
 @pytest.mark.parametrize("name, path, mode, owner, group", [
     pytest.param(name, *spec, id=f"{name}:{spec[0]}")
-    for grp, specs in SECRET_FILES.items() for name in inventory_hosts(grp) for spec in specs
+    for name, spec in dict.fromkeys((name, spec) for grp, specs in SECRET_FILES.items()
+                                    for name in inventory_hosts(grp) for spec in specs)
 ])
 def test_secret_files_closed(name, path, mode, owner, group):
     f = inventory_host(name).file(path)

@@ -32,10 +32,17 @@ coturn
 Secrets in logs
     the Redis password and TURN secret of the run (read on the controller, never put on
     a command line) appear nowhere in any host's journal or /var/log.
+Secrets on command lines
+    nor in any process's command line on any host (``/proc/PID/cmdline``, which every local
+    user reads: ``ps``), nor in the command lines and environment of any systemd unit
+    (``systemctl show`` answers every local user too): units take secrets from files.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import io
 import json
 import secrets
@@ -67,7 +74,7 @@ __all__ = [
     "test_turn_uses_rest_credentials_only", "test_turn_not_bound_to_every_address",
     "test_turn_allocation_needs_valid_credentials",
     # last, after everything above has run and logged
-    "test_secrets_not_in_logs",
+    "test_secrets_not_in_logs", "test_secrets_not_on_command_lines",
 ]
 
 # Where the local CA's certificates say its CRL is (roles/tls, __tls_crl_path).
@@ -341,15 +348,20 @@ def test_turn_not_bound_to_every_address(turn_host):
     assert bound and bound <= own, bound
 
 
-def _allocate(host, secret_expr: str) -> str:
-    """turnutils_uclient's verbose output for one TCP allocation on the host, with
-    credentials signed by the secret ``secret_expr`` (shell; '' = no credentials)."""
-    creds = f'-u probe -W "{secret_expr}"' if secret_expr else ""
+def _allocate(host, secret: str) -> str:
+    """turnutils_uclient's verbose output for one TCP allocation on the host, with a REST
+    credential signed on the controller by ``secret`` ('' = no credentials). Only the
+    time-limited credential goes on uclient's command line, never a secret."""
+    creds = ""
+    if secret:
+        username = f"{int(time.time()) + 600}:probe"
+        password = base64.b64encode(hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()).decode()
+        creds = f"-u {username} -w {password}"
     return host.run(f"timeout 20 turnutils_uclient -v -t -n 1 -m 1 -e 127.0.0.1 {creds} 127.0.0.1").stdout
 
 
 def test_turn_allocation_needs_valid_credentials(turn_host):
-    right = _allocate(turn_host, "$(sed -n 's/^static-auth-secret=//p' /etc/turnserver.conf)")
+    right = _allocate(turn_host, _controller_secret("turn_secret"))
     assert "Received relay addr" in right, right[-1500:]
     # Relaying to loopback is refused even with valid credentials (denied-peer-ip).
     assert "403 (Forbidden IP)" in right, right[-1500:]
@@ -390,3 +402,30 @@ def test_secrets_not_in_logs(host_name):
         assert value not in journal, f"the {what} is in the journal of {host_name}"
         leaks = [path for path, data in _var_log(host_name) if value.encode() in data]
         assert leaks == [], f"the {what} is in {host_name}:{leaks}"
+
+
+# Every loaded unit's command lines and environment, as any local user may read them.
+# (xargs -d: unit names hold backslashes; `--`: the root mount is `-.mount`.)
+_UNIT_EXEC = ("systemctl list-units --all --plain --no-legend --no-pager | cut -d' ' -f1"
+              " | xargs -d '\\n' systemctl show --no-pager"
+              " -p Id,ExecStartPre,ExecStart,ExecStartPost,ExecReload,ExecStop,Environment --")
+
+
+@pytest.mark.parametrize("host_name", inventory_hosts("all"))
+def test_secrets_not_on_command_lines(host_name):
+    """Read on the host: every process's argv, and every loaded unit's commands and
+    environment; the run's secrets are in none of them."""
+    found = _run_secrets()
+    assert found, "no generated secrets in the run's credentials directory"
+    host = inventory_host(host_name)
+    argv = host.check_output("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done")
+    units = host.check_output(_UNIT_EXEC)
+    # What was read covers the services of the host's groups.
+    expected = {"signaling_app": "/bin/signaling --config", "redis": "redis-server", "turn": "turnserver -c"}
+    for group, command in expected.items():
+        if host_name in inventory_hosts(group):
+            assert command in argv, f"no {command} process on {host_name}"
+            assert command.split()[0].rsplit("/", 1)[-1] in units, f"no unit running {command} on {host_name}"
+    for what, value in found.items():
+        assert value not in argv, f"the {what} is on a command line on {host_name}"
+        assert value not in units, f"the {what} is in a unit's command line or environment on {host_name}"

@@ -4,6 +4,9 @@
   its findings rated HIGH or CRITICAL;
 * ``<scenario>/flood.json``: quiet peers' median round trips before and
   during a flood (hostile checks);
+* ``<scenario>/ws_memory.json``: the app instances' peak resident set during
+  the RFC 6455 suite's fragment and ping floods through the proxy, and how the
+  floods were closed (ws_conformance_checks.py);
 * ``resilience-<proxy>.json``: the resilience scenario's messages sent,
   delivered, lost and duplicated, resumes and the longest time a peer could
   not send.
@@ -49,6 +52,16 @@ def flood_rows() -> list[str]:
     return rows
 
 
+def ws_memory_rows() -> list[str]:
+    rows = []
+    for path, run in _artifacts("*/ws_memory.json"):
+        for name, case in run["cases"].items():
+            growth = max(case["peak_growth_kib"].values())
+            rows.append(f"  {path.parent.name:<12} {name}: closed {case['close']} after {case['units_sent']:,} frames"
+                        f" sent, peak RSS +{growth} KiB (bound {run['bound_kib']} KiB)")
+    return rows
+
+
 def resilience_rows() -> list[str]:
     rows = []
     for _, run in _artifacts("resilience-*.json"):
@@ -65,6 +78,7 @@ def resilience_rows() -> list[str]:
 def main() -> int:
     sections = [("TLS graded by testssl.sh", testssl_rows()),
                 ("Quiet peers' median round trip before -> during a flood", flood_rows()),
+                ("App memory under WebSocket fragment and ping floods", ws_memory_rows()),
                 ("Faults under load (resilience)", resilience_rows())]
     for title, rows in sections:
         print(f"{title}:")

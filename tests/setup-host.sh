@@ -3,12 +3,13 @@
 # validators (nginx, apache2 + mod_evasive, nftables for `nft -c` of the
 # firewall's rulesets; iptables to save and restore Docker's rules in a test
 # host's network namespace around a flush), redis-server for the app's
-# cluster tests, chromium for the browser tests, debootstrap and docker.io for
-# Molecule's test hosts, and testssl.sh >= 3.2 to grade the deployed TLS (see
-# below). Idempotent; called by `make test`.
+# cluster tests, chromium and coturn for the browser tests (calls relayed
+# through TURN), debootstrap and docker.io for Molecule's test hosts, and
+# testssl.sh >= 3.2 to grade the deployed TLS (see below). Idempotent; called
+# by `make test`.
 set -euo pipefail
 
-packages=(nginx apache2 libapache2-mod-evasive nftables iptables redis-server chromium openssl curl
+packages=(nginx apache2 libapache2-mod-evasive nftables iptables redis-server chromium coturn openssl curl
           debootstrap docker.io python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
@@ -41,6 +42,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-host: installing ${missing[*]}"
   $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
   $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}"
+  # The tests start their own turnserver on loopback; Debian's coturn.service, enabled
+  # by the package with its sample config, would be a TURN server open on every address.
+  if [[ " ${missing[*]} " == *" coturn "* ]] && [ "$(ps -p 1 -o comm= 2>/dev/null)" = "systemd" ]; then
+    $sudo systemctl disable --now coturn.service
+  fi
 fi
 
 if [ -z "$testssl_ok" ]; then

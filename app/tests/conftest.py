@@ -9,8 +9,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -103,6 +107,66 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@dataclass
+class Instance:
+    """A real ``python -m signaling`` process (test_fuzz.py, test_rfc6455.py)."""
+
+    base: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    uploads: Path | None = None
+    log_offset: int = 0
+
+    def new_errors(self) -> list[str]:
+        """Lines logged at error level (or worse) since the last call.
+
+        Not counted: aiohttp's own line for a request its HTTP parser refused
+        (an ``aiohttp.http_exceptions`` error, answered 400 before any of our
+        code runs); the status itself is checked with every request.
+        """
+        with open(self.log, "rb") as fh:
+            fh.seek(self.log_offset)
+            chunk = fh.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.log_offset += len(complete)
+        return [line.decode(errors="replace")[:2000] for line in complete.splitlines()
+                if (b'"level":"error"' in line or b'"level":"critical"' in line or b"Traceback" in line)
+                and not (b'"logger":"aiohttp.server"' in line and b"aiohttp.http_exceptions." in line)]
+
+
+def start_app(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Instance:
+    """Start ``python -m signaling`` on a free loopback port with ``args`` (and ``SIGNALING_*``
+    variables in ``env``: secrets, which its command line refuses); wait for /ready."""
+    port = free_port()
+    log = workdir / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "signaling", "--host", "127.0.0.1", "--port", str(port), *args],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    inst = Instance(f"http://127.0.0.1:{port}", port, proc, log)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with urllib.request.urlopen(inst.base + "/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return inst
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the instance did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def stop_app(inst: Instance) -> None:
+    inst.proc.terminate()
+    try:
+        inst.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        inst.proc.kill()
+        inst.proc.wait()
 
 
 @pytest.fixture(scope="session")

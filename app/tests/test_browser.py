@@ -69,14 +69,15 @@ def _free_port() -> int:
 class Server:
     """``python -m signaling`` as a subprocess on a fixed loopback port."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, settings: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.settings = settings or {}  # SIGNALING_* variables (secrets never go on the command line)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")} | self.settings
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "signaling", "--host", "127.0.0.1", "--port", str(self.port)],

@@ -45,7 +45,11 @@ def test_config_file_from_env_and_bool_flags(tmp_path):
         (["--log-level", "loud"], {}, "not one of debug, info, warning, error"),
         (["--heartbeat", "60", "--idle-timeout", "60"], {}, "must be longer than heartbeat"),
         (["--turn-urls", "turn:x"], {}, "turn_secret is empty"),
-        (["--turn-urls", "http://x", "--turn-secret", "s"], {}, "must start with turn"),
+        (["--turn-urls", "http://x"], {"SIGNALING_TURN_SECRET": "s"}, "must start with turn"),
+        # Secrets never on a command line (ps shows it to every local user): file or environment.
+        (["--turn-secret", "s3cret"], {}, r"--turn-secret carries a secret, .* \(SIGNALING_TURN_SECRET\)"),
+        (["--redis-url", "redis://:s3cret@10.0.0.9:6379/0"], {},
+         r"--redis-url carries a password, .* config file \(--config\) or the environment \(SIGNALING_REDIS_URL\)"),
         (["--trusted-proxies", "10.0.0.300"], {}, "not an address or network"),
         (["--redis-url", "localhost:6379"], {}, "redis_url must start with"),
         (["--ice-servers", '[{"urls": "http://x"}]'], {}, "ice_servers"),
@@ -54,6 +58,18 @@ def test_config_file_from_env_and_bool_flags(tmp_path):
 def test_bad_settings_are_named(argv, env, message):
     with pytest.raises(ConfigError, match=message):
         load(argv, env)
+
+
+def test_secrets_come_from_the_file_or_the_environment(tmp_path):
+    """What the command line refuses, the config file and the environment carry; a Redis URL
+    without a password stays a flag."""
+    f = tmp_path / "s.toml"
+    f.write_text('turn_secret = "from-the-file"\n')
+    s, _ = load(["--config", str(f), "--turn-urls", "turn:t.example:3478", "--redis-url", "redis://10.0.0.9:6379/0"],
+                {"SIGNALING_REDIS_URL": "redis://:from-env@10.0.0.9:6379/0"})
+    assert (s.turn_secret, s.redis_url) == ("from-the-file", "redis://10.0.0.9:6379/0")
+    s, _ = load([], {"SIGNALING_TURN_SECRET": "from-env", "SIGNALING_REDIS_URL": "redis://:from-env@r:6379/0"})
+    assert (s.turn_secret, s.redis_url) == ("from-env", "redis://:from-env@r:6379/0")
 
 
 def test_unknown_key_in_file(tmp_path):

@@ -1,9 +1,9 @@
 """Hypothesis fuzzing of a real running instance (issue 5, "Hostile input": Protocol).
 
 ``python -m signaling`` runs as a subprocess, once with the in-memory hub and
-once with ``--redis-url`` against the real redis-server of conftest.py, with a
-rate limit high enough that fuzz frames are never rate-limited (the limiter has
-its own tests). One event loop serves the module; each Hypothesis example runs
+once with ``SIGNALING_REDIS_URL`` naming the real redis-server of conftest.py,
+with a rate limit high enough that fuzz frames are never rate-limited (the
+limiter has its own tests). One event loop serves the module; each Hypothesis example runs
 on it with ``run_until_complete`` and reuses the same connections.
 
 What is thrown at it:
@@ -49,10 +49,7 @@ import dataclasses
 import io
 import json
 import secrets
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +59,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import WSMsgType
-from conftest import free_port
+from conftest import Instance, start_app, stop_app
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from yarl import URL
@@ -322,56 +319,14 @@ upload_raw = st.fixed_dictionaries({
 # -- the instance under test -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Instance:
-    base: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    uploads: Path
-    log_offset: int = 0
-
-    def new_errors(self) -> list[str]:
-        """Lines logged at error level (or worse) since the last call.
-
-        Not counted: aiohttp's own line for a request its HTTP parser refused
-        (an ``aiohttp.http_exceptions`` error, answered 400 before any of our
-        code runs); the status itself is checked with every request.
-        """
-        with open(self.log, "rb") as fh:
-            fh.seek(self.log_offset)
-            chunk = fh.read()
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        self.log_offset += len(complete)
-        return [line.decode(errors="replace")[:2000] for line in complete.splitlines()
-                if (b'"level":"error"' in line or b'"level":"critical"' in line or b"Traceback" in line)
-                and not (b'"logger":"aiohttp.server"' in line and b"aiohttp.http_exceptions." in line)]
-
-
-def start_instance(workdir: Path, *extra: str) -> Instance:
-    port = free_port()
+def start_instance(workdir: Path, env: dict[str, str] | None = None) -> Instance:
+    """An instance whose rate limit never gets in the fuzzer's way, with uploads on."""
     uploads = workdir / "uploads"
     uploads.mkdir()
-    log = workdir / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "signaling", "--host", "127.0.0.1", "--port", str(port),
-             "--rate-limit", "1000000", "--rate-limit-burst", "1000000", "--discovery",
-             "--uploads-dir", str(uploads), "--upload-max-size", str(UPLOAD_LIMIT), *extra],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
-    inst = Instance(f"http://127.0.0.1:{port}", proc, log, uploads)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with urllib.request.urlopen(inst.base + "/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return inst
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the instance did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
+    inst = start_app(workdir, "--rate-limit", "1000000", "--rate-limit-burst", "1000000", "--discovery",
+                     "--uploads-dir", str(uploads), "--upload-max-size", str(UPLOAD_LIMIT), env=env)
+    inst.uploads = uploads
+    return inst
 
 
 # -- WebSocket clients that check every frame ------------------------------------------------------------------
@@ -741,20 +696,15 @@ def fuzz_loop() -> Any:
     loop.close()
 
 
-def _fuzz(loop: asyncio.AbstractEventLoop, workdir: Path, *extra: str) -> Any:
-    inst = start_instance(workdir, *extra)
+def _fuzz(loop: asyncio.AbstractEventLoop, workdir: Path, env: dict[str, str] | None = None) -> Any:
+    inst = start_instance(workdir, env)
     harness = Fuzz(loop, inst)
     try:
         harness.run(harness.setup())
         yield harness
         harness.run(harness.teardown())
     finally:
-        inst.proc.terminate()
-        try:
-            inst.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            inst.proc.kill()
-            inst.proc.wait()
+        stop_app(inst)
 
 
 @pytest.fixture(scope="module")
@@ -767,7 +717,8 @@ def fuzz(fuzz_loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPath
 def cluster_fuzz(fuzz_loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory,
                  redis_server: Any) -> Any:
     """The same with the Redis hub, against the real redis-server of conftest.py."""
-    yield from _fuzz(fuzz_loop, tmp_path_factory.mktemp("fuzz-redis"), "--redis-url", redis_server["url"])
+    # The URL carries the password: by environment, as the command line refuses it.
+    yield from _fuzz(fuzz_loop, tmp_path_factory.mktemp("fuzz-redis"), {"SIGNALING_REDIS_URL": redis_server["url"]})
 
 
 def fuzz_settings(examples: int) -> Callable[[Any], Any]:

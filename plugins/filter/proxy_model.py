@@ -31,12 +31,15 @@ description:
     normalised dictionary, refusing bad input with an error that names the filter.
   - The C(nginx_*) and C(apache_*) filters render configuration text from that model.
   - C(proxy_error_document) renders the small HTML/JSON pages answered for 502/503/504.
+  - C(tls_profile) gives a Mozilla profile's protocols and TLS 1.2 ciphers by name, for TLS
+    servers beside the proxy (coturn) that must offer what the proxy offers.
 options:
   _input:
     description:
       - For C(proxy_model) a dictionary of role variables (see the nginx/apache role READMEs).
+      - For C(tls_profile) a profile name, intermediate or modern.
       - For every other filter the model returned by C(proxy_model).
-    type: dict
+    type: raw
     required: true
 """
 
@@ -66,6 +69,7 @@ _value:
       upstream, uploads_upstream, files_from_disk, tls, hsts, headers, uploads_headers, cache, limits,
       timeouts, cors, allowlist, roots, gzip_types, error_pages, locations).
     - C(apache_modules) returns a list of Debian module names for a2enmod.
+    - C(tls_profile) returns a dict with keys protocols and ciphers.
     - Every other filter returns configuration text ending in a newline.
   type: raw
 """
@@ -470,6 +474,14 @@ def _cors(spec):
     }
 
 
+def tls_profile(name):
+    """The protocols and TLS 1.2 cipher suites of a Mozilla profile, for TLS servers other than
+    the proxy (coturn's TURN over TLS) that must offer the same."""
+    if name not in TLS_PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(sorted(TLS_PROFILES))}, got {name!r}")
+    return {"protocols": list(TLS_PROFILES[name]["protocols"]), "ciphers": list(TLS_PROFILES[name]["ciphers"])}
+
+
 def _tls(spec):
     tls = _merged(spec, "tls")
     profile = tls["profile"]
@@ -479,8 +491,7 @@ def _tls(spec):
     curves = ([TLS_PQ_CURVE] if openssl[:2] >= TLS_PQ_MIN_OPENSSL else []) + TLS_CURVES
     return {
         "profile": profile,
-        "protocols": list(TLS_PROFILES[profile]["protocols"]),
-        "ciphers": list(TLS_PROFILES[profile]["ciphers"]),
+        **tls_profile(profile),
         "curves": curves,
         "openssl_version": ".".join(str(p) for p in openssl),
         "session_timeout": "1d",
@@ -887,7 +898,10 @@ def _nginx_location(model, loc, include):
                  f"alias {model['roots']['errors']}/;"]
     elif kind == "websocket":
         t = model["timeouts"]["ws_read"]
-        body += [f"proxy_read_timeout {t}s;", f"proxy_send_timeout {t}s;", "proxy_buffering off;",
+        # RFC 6455 4.1: a WebSocket handshake is HTTP/1.1 or later. nginx would send an HTTP/1.0
+        # upgrade on to the app as HTTP/1.1 and tunnel it: refuse it here, as the app does.
+        body += ["if ($server_protocol = HTTP/1.0) {", "    return 400;", "}",
+                 f"proxy_read_timeout {t}s;", f"proxy_send_timeout {t}s;", "proxy_buffering off;",
                  f"proxy_pass {up};"]
     elif kind == "api":
         n = model["name"].replace("-", "_")
@@ -1342,6 +1356,11 @@ def render_apache_site(model, apache_version="2.4.62"):
         # announced oversize body here, before anything reaches the app.
         f"RewriteCond %{{HTTP:Content-Length}} -gt{limits['body_max']}",
         "RewriteRule ^/api/ - [R=413,L]",
+        # RFC 6455 4.1: a WebSocket handshake is HTTP/1.1 or later. mod_proxy would send an
+        # HTTP/1.0 upgrade on to the app as HTTP/1.1 and tunnel it without the 101 (no 1xx
+        # answer to an HTTP/1.0 client): refuse it here, as the app does.
+        "RewriteCond %{SERVER_PROTOCOL} =HTTP/1.0",
+        "RewriteRule ^/ws$ - [R=400,L]",
     ]
     if cors["origins"]:
         vhost += [
@@ -1421,6 +1440,8 @@ class FilterModule:
             # model
             "proxy_model": proxy_model,
             "proxy_error_document": _wrap("proxy_error_document", render_error_document),
+            # TLS servers beside the proxy (coturn)
+            "tls_profile": _wrap("tls_profile", tls_profile),
             # nginx
             "nginx_site": _wrap("nginx_site", render_nginx_site),
             "nginx_headers": _wrap("nginx_headers", render_nginx_headers),

@@ -188,6 +188,43 @@ def test_instances_default_to_one_per_cpu_on_loopback(tmp_path):
             "need signaling_app_instances >= 1 (got 0)",
             id="zero-instances",
         ),
+        # TURN over TLS (issue 11)
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 1}}, "proxy": {"a1": None},
+             "turn": {"a1": {"coturn_tls_port": 443}}},
+            {},
+            "coturn_tls_port 443 on a1: this host is also a proxy, whose nginx listens on 80 and 443",
+            id="turn-tls-on-443-of-a-proxy",
+        ),
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 1}}, "proxy": {"a1": None},
+             "turn": {"t1": {"coturn_public_host": "192.0.2.41"}}},
+            {},
+            "TURN over TLS needs coturn_public_host to be the DNS name browsers use",
+            id="turn-tls-for-an-address",
+        ),
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 1}}, "proxy": {"a1": None},
+             "turn": {"t1": {"coturn_public_host": "turn.example.org"}}},
+            {"tls_server_names": ["signal.example.org"]},
+            "coturn on t1 serves TURN over TLS as turn.example.org, which tls_server_names (signal.example.org) lacks",
+            id="turn-name-not-in-certificate",
+        ),
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 1}}, "proxy": {"a1": None},
+             "turn": {"t1": {"coturn_public_host": "turn.example.org", "tls_server_names": ["turn.example.org"]}}},
+            {"tls_source": "acme", "tls_server_names": ["signal.example.org"], "tls_acme_terms_agreed": True,
+             "tls_acme_email": "ops@example.org"},
+            "tls_source acme on t1, a TURN host without a proxy",
+            id="turn-acme-without-a-proxy",
+        ),
+        pytest.param(
+            {"signaling_app": {"a1": {"signaling_app_instances": 1}}, "proxy": {"a1": None},
+             "turn": {"a1": {"coturn_user_quota": 2}}},
+            {},
+            "coturn_user_quota (2) is below the 3 allocations of a single peer connection",
+            id="turn-quota-below-one-call",
+        ),
     ],
 )
 def test_bad_inventory_fails_early(tmp_path, groups, all_vars, message):
@@ -249,3 +286,11 @@ def test_firewall_refuses_before_anything_changes(tmp_path, all_vars, message):
     rc, out, _ = _play(tmp_path, _inventory(tmp_path, ONE_HOST, **all_vars), **SSH_FROM_ELSEWHERE)
     assert rc != 0
     assert message in out
+
+
+def test_turn_host_of_its_own_may_serve_tls_on_443(tmp_path):
+    """A TURN host that is no proxy: 443 is free, its certificate names it by default."""
+    inv = _inventory(tmp_path, {"signaling_app": {"a1": {"signaling_app_instances": 1}}, "proxy": {"a1": None},
+                                "turn": {"t1": {"coturn_tls_port": 443}}})
+    rc, out, _ = _run(tmp_path, inv)
+    assert rc == 0, out

@@ -84,9 +84,9 @@ def nginx_main_tree(tmp_path: Path, hard_limit: int, **overrides) -> Path:
         "server { listen 127.0.0.1:18080; location / { proxy_pass http://127.0.0.1:18081; } }\n")
     values = resolved_defaults("nginx", TEST_MACHINE, __nginx_nofile_hard_limit=hard_limit)
     main = render("nginx", "nginx.conf.j2", nginx_conf_dir=str(tmp_path), __nginx_nofile_hard_limit=hard_limit,
+                  __nginx_pid_file=f"{tmp_path}/nginx.pid",  # the role's vars/main.yml: /run/nginx/ or /run/
                   **{k: v for k, v in {**values, **overrides}.items()
                      if k.startswith("nginx_") and k != "nginx_conf_dir"})
-    main = main.replace("pid /run/nginx.pid;", f"pid {tmp_path}/nginx.pid;")
     conf = tmp_path / "nginx.conf"
     conf.write_text(main)
     return conf

@@ -8,19 +8,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from local_playbook import ROOT, run_local_playbook
 
-ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "signaling_app"
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 # Values that exercise the TOML writer: quotes, backslashes, non-ASCII, nested tables.
 OVERRIDES = {
@@ -57,14 +53,7 @@ def rendered(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("render")
     playbook = out / "render.yml"
     playbook.write_text(PLAYBOOK.format(role=ROLE, out=out))
-    extra = out / "extra.json"
-    extra.write_text(json.dumps({**OVERRIDES, "ansible_python_interpreter": sys.executable}))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_CACHE_PLUGIN="memory")
-    proc = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "-e", f"@{extra}", str(playbook)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_local_playbook(playbook, OVERRIDES)
     return out
 
 

@@ -1,5 +1,8 @@
 """``python -m signaling`` / ``signaling``: run one instance.
 
+Exit codes: 0 after draining, 2 for a bad setting, 3 when the installed
+aiohttp lacks the internals the WebSocket layer relies on (wsconn.py).
+
 Draining on SIGTERM (and SIGINT): ``/ready`` answers 503 at once, the
 listening socket closes so new connections are refused (a proxy moves on to
 the next upstream), WebSocket peers are closed with 1001 so they resume on
@@ -20,8 +23,12 @@ from . import __version__, logs
 from .app import create_app
 from .config import ConfigError, Settings, load
 from .keys import HUB
+from .wsconn import AiohttpMismatch, check_aiohttp
 
 log = logging.getLogger("signaling")
+
+EXIT_CONFIG = 2        # a setting is missing, unknown or out of range
+EXIT_INCOMPATIBLE = 3  # the installed aiohttp lacks internals the WebSocket layer relies on
 
 
 async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
@@ -57,10 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         settings, args = load(argv)
     except ConfigError as exc:
         print(f"signaling: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     if args.version:
         print(__version__)
         return 0
+    try:
+        check_aiohttp()
+    except AiohttpMismatch as exc:
+        print(f"signaling: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_INCOMPATIBLE
     logs.setup(settings.log_level, settings.name)
     try:
         import uvloop

@@ -13,6 +13,7 @@ from .hub import Hub
 from .keys import HUB, METRICS, SETTINGS, STATIC_ROOT
 from .metrics import Metrics
 from .web_util import payload_errors
+from .wsconn import check_aiohttp
 
 PACKAGED_STATIC = Path(__file__).parent / "static"
 
@@ -37,6 +38,7 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
+    check_aiohttp()  # AiohttpMismatch before anything is built; main() reports it and exits 3
     # Request bodies: uploads stream and check their own limit; the rest is small.
     middlewares = [payload_errors]
     if settings.redis_url:

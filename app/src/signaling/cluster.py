@@ -187,7 +187,7 @@ class RedisHub(Hub):
                 self._subscribed.set()
                 backoff = 0.1
                 for sess in list(self.sessions.values()):  # whatever was published while we were away
-                    asyncio.create_task(self.catch_up(sess))
+                    self.spawn(self.catch_up(sess))
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if message is not None and message["type"] == "message":
@@ -231,7 +231,7 @@ class RedisHub(Hub):
         if seq != sess.sent + 1 or sess.fetching:
             sess.reorder[seq] = frame
             if not sess.fetching:
-                asyncio.create_task(self.catch_up(sess))
+                self.spawn(self.catch_up(sess))
             return
         await sess.write(seq, frame)
         if sess.reorder:

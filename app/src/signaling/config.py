@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "SIGNALING_"
 
@@ -35,7 +36,8 @@ class Settings:
     port: int = field(default=8080, metadata=_doc("TCP port to listen on.", min=1, max=65535))
     redis_url: str = field(
         default="",
-        metadata=_doc("Redis URL (`redis://:password@host:6379/0`); empty = in-memory, single instance."),
+        metadata=_doc("Redis URL (`redis://:password@host:6379/0`); empty = in-memory, single instance.",
+                      secret="password"),
     )
     instance_id: str = field(default="", metadata=_doc("Name of this instance in logs and metrics; default host:port."))
     log_level: str = field(
@@ -213,6 +215,21 @@ def from_env(environ: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _secret_on_command_line(name: str, raw: str) -> str:
+    """What of flag ``--name raw`` is a secret ("" = nothing): a secret field's value, or the
+    password in a URL. A command line is readable by every local user (``ps``, /proc/PID/cmdline)."""
+    secret = FIELDS[name].metadata.get("secret")
+    if secret is True and raw:
+        return "a secret"
+    if secret == "password":
+        try:
+            password = urlsplit(raw).password
+        except ValueError:
+            return ""
+        return "a password" if password else ""
+    return ""
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="signaling",
@@ -228,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["doc"])
         else:
             helptext = f.metadata["doc"] + (" (comma-separated)" if kind == "strs" else "") + (" (JSON)" if kind == "dicts" else "")
+            if f.metadata.get("secret"):
+                helptext += (f" Refused here when it carries {'a secret' if f.metadata['secret'] is True else 'a password'}:"
+                             f" set it in the config file or {ENV_PREFIX}{name.upper()}.")
             p.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=helptext)
     return p
 
@@ -245,8 +265,15 @@ def load(
     values.update(from_env(environ))
     for name in FIELDS:
         raw = getattr(args, name)
-        if raw is not None:
-            values[name] = _coerce(name, raw, "--" + name.replace("_", "-"))
+        if raw is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        what = _secret_on_command_line(name, raw)
+        if what:
+            raise ConfigError(
+                f"{flag} carries {what}, which every local user can read on a command line (ps): "
+                f"set {name} in the config file (--config) or the environment ({ENV_PREFIX}{name.upper()})")
+        values[name] = _coerce(name, raw, flag)
     return make(**values), args
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from . import protocol as p
@@ -25,6 +26,7 @@ log = logging.getLogger("signaling.hub")
 
 # Prefixes of relayed messages, built once: b'{"type":"offer","from":"'.
 _RELAY_HEAD = {kind: b'{"type":"%s","from":"' % kind.encode() for kind in p.RELAYED}
+STOP_WAIT = 2.0  # seconds stop() gives background work to finish, and again once cancelled
 
 
 class Hub:
@@ -37,6 +39,10 @@ class Hub:
         self.draining = False
         self._stopping = False
         self._sweeper: asyncio.Task[None] | None = None
+        # Tasks started for one piece of work (ws.py's message handling, the Redis hub's
+        # catch-ups), held until done: the event loop keeps only weak references, and a
+        # task nothing refers to may be collected mid-way (asyncio's documentation).
+        self.background: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -51,6 +57,21 @@ class Hub:
                 await self._sweeper
             except asyncio.CancelledError:
                 pass
+        # Let the last pieces of work finish (detaching closed peers, in cluster mode while
+        # Redis is still there), then cancel what is left.
+        if self.background:
+            await asyncio.wait(self.background, timeout=STOP_WAIT)
+        for task in list(self.background):
+            task.cancel()
+        if self.background:
+            await asyncio.wait(self.background, timeout=STOP_WAIT)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in a task held in ``background`` until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
 
     @property
     def ready(self) -> bool:

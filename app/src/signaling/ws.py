@@ -19,7 +19,8 @@ from .wsconn import Connection, frame, take_over
 
 log = logging.getLogger("signaling.ws")
 
-# Frames above this are cut off with close code 1009; frames between
+# Messages (one frame or all the fragments of one) above this are cut off
+# with close code 1009, judged by their frame headers; messages between
 # max_message_size and this get a `too-large` error and the connection
 # stays up.
 HARD_FRAME_LIMIT = 1 << 20
@@ -106,13 +107,17 @@ def _taken_over() -> web.Response:
 class Peer(Connection):
     """The WebSocket of one session: frames in -> hub, close -> detach.
 
+    Nothing is read from the client before ``start``: ``welcome`` (and on a
+    resume, the replay) goes out first, then frames are parsed, the ones that
+    came with the upgrade request first.
+
     Messages are handled one after the other, in order. With the in-memory
     hub (``hub.inline``) a message is handled right in ``data_received``: no
     task, no wake-up. Hubs that wait on a backend get a task per burst of
     messages, which ends when the burst is done.
     """
 
-    __slots__ = ("hub", "settings", "sess", "backlog", "started", "early")
+    __slots__ = ("hub", "settings", "sess", "backlog", "started", "gone")
 
     def __init__(self, hub, settings) -> None:
         super().__init__(HARD_FRAME_LIMIT)
@@ -121,32 +126,22 @@ class Peer(Connection):
         self.sess: Session | None = None
         self.backlog: deque | None = None   # work waiting behind a running task
         self.started = False
-        self.early: list | None = None      # frames before the session was attached
+        self.gone: tuple[int | None] | None = None  # (close code,) when it closed before start
 
     def start(self, sess: Session) -> None:
-        """The session is attached: handle what came in meanwhile, then live."""
+        """The session is attached and welcomed: detach it if the socket went meanwhile,
+        else start reading."""
         self.sess = sess
         self.started = True
-        early, self.early = self.early, None
-        for kind, payload in early or ():
-            if kind is None:  # it closed
-                self._run(self._closed(payload))
-            else:
-                self.on_message(kind, payload)
+        if self.gone is not None:
+            self._run(self._closed(self.gone[0]))
+        else:
+            self.listen()
 
     # -- frames in ---------------------------------------------------------------
 
-    def _keep_early(self, kind: WSMsgType | None, payload: bytes | bytearray | int | None) -> None:
-        """A frame (or the close: kind None) before the session was attached; start() replays it."""
-        if self.early is None:
-            self.early = []
-        self.early.append((kind, payload))
-
     def on_message(self, kind: WSMsgType, payload: bytes | bytearray) -> None:
         sess = self.sess
-        if not self.started:
-            self._keep_early(kind, payload)  # the rate limit applies when they are replayed
-            return
         now = sess.last_rx = time.monotonic()
         # The rate limit applies as frames are parsed, before any work is queued: a flood costs
         # a bucket check per message, and the close stops parsing what is left of its input.
@@ -154,8 +149,7 @@ class Peer(Connection):
             strikes = self.hub.over_limit(sess, now)
             if strikes > self.settings.rate_limit_burst:
                 log.warning("closing flooding peer", extra={"peer": sess.id})
-                self.stop_reading()
-                self._run(self._close_flood())  # after the work already queued, answers included
+                self.end(WSCloseCode.POLICY_VIOLATION, b"rate limit")  # after the work already queued
                 return
             if strikes:
                 self._run(self.hub.refuse(sess, strikes))
@@ -179,21 +173,32 @@ class Peer(Connection):
             return
         await hub.handle(sess, obj, now)  # the rate limit applied on arrival (on_message)
 
-    async def _close_flood(self) -> None:
-        self.hang_up(WSCloseCode.POLICY_VIOLATION, b"rate limit", linger=True)
+    def end(self, code: int, why: bytes = b"", client_code: int | None = None) -> bool:
+        """Close for what the client sent, after the work already queued: the answers to
+        the messages before the close (or the bad frame) go out first. Nothing more is
+        parsed meanwhile."""
+        if self.backlog is None:
+            return super().end(code, why, client_code)
+        self.stop_reading()
+        self._run(self._end(code, why, client_code))
+        return False
+
+    async def _end(self, code: int, why: bytes, client_code: int | None) -> None:
+        super().end(code, why, client_code)
 
     def _utf8(self, data: bytes | bytearray) -> bool:
-        """RFC 6455 8.1: a text frame that is not UTF-8 fails the connection (1007)."""
+        """RFC 6455 8.1: a text frame that is not UTF-8 fails the connection (1007). At once:
+        this runs in turn, so what came before is answered, and what came after is not."""
         try:
             data.decode()
         except UnicodeDecodeError:
-            self.hang_up(WSCloseCode.INVALID_TEXT, b"text frame is not UTF-8")
+            super().end(WSCloseCode.INVALID_TEXT, b"text frame is not UTF-8")
             return False
         return True
 
     def on_close(self, code: int | None) -> None:
         if not self.started:
-            self._keep_early(None, code)
+            self.gone = (code,)
             return
         self._run(self._closed(code))
 
@@ -218,10 +223,10 @@ class Peer(Connection):
                 log.exception("message handling failed", extra={"peer": self.sess.id})
                 return
             self.backlog = deque()  # it had to wait after all: finish it in a task
-            asyncio.ensure_future(self._work(_finish(coro, waiting_on)))
+            self.hub.spawn(self._work(_finish(coro, waiting_on)))
         else:
             self.backlog = deque()
-            asyncio.ensure_future(self._work(coro))
+            self.hub.spawn(self._work(coro))
 
     async def _work(self, coro) -> None:
         backlog = self.backlog

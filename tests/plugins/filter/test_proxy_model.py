@@ -112,6 +112,13 @@ def test_tls_profiles(spec, profile, protocols, cipher_count):
     tls = build(spec, **{"tls.profile": profile})["tls"]
     assert tls["protocols"] == protocols
     assert len(tls["ciphers"]) == cipher_count
+    # What tls_profile gives servers beside the proxy (coturn) is what the proxy offers.
+    assert pm.tls_profile(profile) == {"protocols": tls["protocols"], "ciphers": tls["ciphers"]}
+
+
+def test_tls_profile_refuses_an_unknown_name():
+    with pytest.raises(ValueError, match="profile must be one of intermediate, modern, got 'old'"):
+        pm.tls_profile("old")
 
 
 @pytest.mark.parametrize(
@@ -225,7 +232,7 @@ def test_parse_version(text, version):
 
 def test_filter_module_lists_every_filter():
     assert sorted(pm.FilterModule().filters()) == sorted([
-        "proxy_model", "proxy_error_document",
+        "proxy_model", "proxy_error_document", "tls_profile",
         "nginx_site", "nginx_headers", "nginx_upstream", "nginx_maps", "nginx_tls",
         "apache_site", "apache_ports", "apache_modules", "apache_balancers", "apache_headers", "apache_tls",
     ])
@@ -442,8 +449,10 @@ def test_nginx_site_behaviour(spec):
     # WebSocket: the map keeps keepalive pools, long read timeout, no buffering
     assert "map $http_upgrade $connection_upgrade {\n    default upgrade;\n    ''      '';\n}" in text
     assert 'Connection "upgrade"' not in text
-    ws = text.split("location = /ws {")[1].split("}")[0]
+    ws = text.split("location = /ws {")[1].split("\n    }\n")[0]
     assert "proxy_read_timeout 90s;" in ws and "proxy_buffering off;" in ws
+    # RFC 6455 4.1: an HTTP/1.0 upgrade is refused, not passed on to the app as HTTP/1.1
+    assert "if ($server_protocol = HTTP/1.0) {\n            return 400;\n        }" in ws
     # API: rate limit, body limit, long-poll timeout, JSON errors
     api = text.split("location /api/ {")[1].split("\n    }\n")[0]
     for line in ("limit_req zone=webrtc_edge_api burst=20 nodelay;", "client_max_body_size 10551296;",
@@ -599,6 +608,8 @@ def test_apache_site_behaviour(spec):
     assert "RewriteCond %{HTTP:Content-Length} -gt10551296\n    RewriteRule ^/api/ - [R=413,L]" in site
     # chunked HTTP/1.1 request bodies refused (Apache drops Content-Length when both come)
     assert "RewriteCond %{HTTP2} !=on\n    RewriteCond %{HTTP:Transfer-Encoding} !^$\n    RewriteRule ^ - [R=400,L]" in site
+    # RFC 6455 4.1: an HTTP/1.0 upgrade is refused, not tunnelled to the app as HTTP/1.1
+    assert "RewriteCond %{SERVER_PROTOCOL} =HTTP/1.0\n    RewriteRule ^/ws$ - [R=400,L]" in site
     assert "ErrorDocument 503 /_errors/50x.json" in site and "ErrorDocument 503 /_errors/50x.html" in site
     assert "<Location \"/metrics\">\n        Require ip 127.0.0.1 ::1\n    </Location>" in site
     assert "SetHandler server-status\n        Require ip 127.0.0.1 ::1" in site

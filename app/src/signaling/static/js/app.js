@@ -7,14 +7,15 @@
 //   &transport=auto|websocket|polling    force a transport (default auto)
 //   &autoanswer=1                        accept incoming 1:1 calls without asking
 //   &media=0                             do not open camera/microphone (receive only)
+//   &relay=1                             relay every call through TURN (hides our addresses)
 //
 // Test hooks: window.webrtcEdge (see `hooks` below), data-* attributes on
 // <body> (data-signaling, data-transport, data-view, data-mode, data-peer-id)
 // and on each remote tile <figure class="tile remote" data-peer-id data-state
 // data-frames data-video-frames data-role>.
 
-import { Signaling, RESENT_CODES } from "./signaling.js?v=3";
-import { PeerCall, fetchIceServers } from "./call.js?v=3";
+import { Signaling, RESENT_CODES } from "./signaling.js?v=4";
+import { PeerCall, fetchIceServers } from "./call.js?v=4";
 
 const $ = (id) => document.getElementById(id);
 const PEER_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -34,6 +35,7 @@ const options = {
   transport: params.get("transport") || "auto",
   autoanswer: params.get("autoanswer") === "1",
   media: params.get("media") !== "0",
+  relay: params.get("relay") === "1",
 };
 if (params.has("secret")) {
   // Keep the secret out of the address bar and history once read.
@@ -52,6 +54,9 @@ let currentJoin = null;           // {room, role, name, secret} of the room we a
 let media = null;                 // Promise<MediaStream|null>
 let localStream = null;
 let inbox = Promise.resolve();    // server messages are handled one at a time, in order
+let ice = null;                   // ICE servers of our session: {servers, ttl, fetchedAt, refreshAt, username, session}
+let iceFetch = null;              // the request under way, shared by calls set up meanwhile
+let iceTimer = null;              // refreshes `ice` before its TURN credentials expire
 
 /** Live state for automated tests and debugging. */
 const hooks = {
@@ -61,7 +66,10 @@ const hooks = {
   mode: "idle",
   room: null,
   role: null,
-  peers: new Map(),               // peerId -> {connectionState, framesDecoded, videoFrames, name, role}
+  peers: new Map(),               // peerId -> {connectionState, framesDecoded, videoFrames, name, role, candidateType}
+  ice: null,                      // {username, ttl, fetchedAt, refreshAt, refreshes}: the TURN credential in use
+  iceErrors: [],                  // STUN/TURN refusals: {peerId, code, text, url}
+  calls,                          // peerId -> PeerCall (its RTCPeerConnection is `.pc`)
   errors: [],                     // server error messages received
   cspViolations: [],              // Content-Security-Policy violations seen by this page
   log: [],                        // [time, text]
@@ -221,11 +229,52 @@ function renderMediaButtons() {
 
 /** Everything a new RTCPeerConnection needs: local media and ICE servers. */
 async function prepare() {
-  const [stream, iceServers] = await Promise.all([
-    getLocalMedia(),
-    fetchIceServers(sig.iceServers, sig.id, sig.token),
-  ]);
+  const [stream, iceServers] = await Promise.all([getLocalMedia(), currentIceServers()]);
   return { stream, iceServers };
+}
+
+// ---- ICE servers and their TURN credentials -------------------------------------------------
+
+/** The session's ICE servers: fetched once and shared by its calls, fetched again when due. */
+async function currentIceServers() {
+  if (ice && ice.session === sig.id && Date.now() < ice.refreshAt) return ice.servers;
+  return (await loadIce()).servers;
+}
+
+function loadIce() {
+  if (!iceFetch) {
+    iceFetch = fetchIceServers(sig.iceServers, sig.token)
+      .then((fresh) => {
+        ice = { ...fresh, session: sig.id };
+        hooks.ice = { username: ice.username, ttl: ice.ttl, fetchedAt: ice.fetchedAt, refreshAt: ice.refreshAt,
+                      refreshes: hooks.ice ? hooks.ice.refreshes : 0 };
+        scheduleIceRefresh();
+        return ice;
+      })
+      .finally(() => { iceFetch = null; });
+  }
+  return iceFetch;
+}
+
+function scheduleIceRefresh() {
+  clearTimeout(iceTimer);
+  iceTimer = setTimeout(refreshIce, Math.max(0, ice.refreshAt - Date.now()));
+}
+
+/**
+ * Before the TURN credentials expire: fetch fresh ones and move every call to them, one call at
+ * a time (each restarts ICE and allocates anew before the next starts, so the session's TURN
+ * allocations stay within coturn's quota). Without calls, the next call fetches them.
+ */
+async function refreshIce() {
+  if (calls.size === 0) { ice = null; hooks.ice = null; return; }
+  const fresh = await loadIce();
+  hooks.ice.refreshes++;
+  log(`ICE servers refreshed (TURN user ${fresh.username || "none"}); restarting ICE of ${calls.size} call(s)`);
+  for (const call of [...calls.values()]) {
+    if (ice !== fresh) return; // a newer refresh took over
+    await call.setIceServers(fresh.servers);
+  }
 }
 
 function remember(ref, what) {
@@ -246,16 +295,23 @@ async function ensureCall(peerId, { name = "", role = "", initiate = false } = {
     name,
     role,
     iceServers,
+    relayOnly: options.relay,
     localStream: stream,
     signal: (type, data) => remember(sig.send({ type, to: peerId, data }), { kind: "signal", peerId }),
   });
   calls.set(peerId, call);
-  hooks.peers.set(peerId, { connectionState: "new", framesDecoded: 0, videoFrames: 0, name, role });
+  hooks.peers.set(peerId, { connectionState: "new", framesDecoded: 0, videoFrames: 0, name, role, candidateType: "" });
   addTile(call);
   call.addEventListener("state", () => onCallState(call));
+  call.addEventListener("iceerror", (ev) => {
+    hooks.iceErrors.push({ peerId, ...ev.detail });
+    if (hooks.iceErrors.length > LOG_LIMIT) hooks.iceErrors.shift();
+    // 701: the server is not reachable from one of our networks (an IPv6 one, say): routine.
+    if (ev.detail.code !== 701) log(`peer ${peerId}: ${ev.detail.url} answered ${ev.detail.code} ${ev.detail.text}`);
+  });
   call.addEventListener("stats", () => {
     const entry = hooks.peers.get(peerId);
-    if (entry) entry.framesDecoded = call.framesDecoded;
+    if (entry) Object.assign(entry, { framesDecoded: call.framesDecoded, candidateType: call.localCandidateType });
     const tile = tileFor(peerId);
     if (tile) tile.dataset.frames = String(call.framesDecoded);
   });

@@ -6,30 +6,39 @@
 
 const STATS_INTERVAL_MS = 1000;
 const MAX_ICE_RESTARTS = 3;
-
-let iceCache = { servers: null, peerId: null, expires: 0 };
+// TURN credentials are fetched again when this share of their ttl has passed, so that a call
+// outliving them moves to fresh ones (an ICE restart) long before they expire.
+export const ICE_REFRESH_SHARE = 0.5;
+// A failed refresh is tried again this much later (still well before the expiry).
+const ICE_RETRY_MS = 10000;
+// An ICE restart for fresh credentials waits at most this long for `connected`.
+const ICE_RESTART_WAIT_MS = 10000;
 
 /**
- * ICE servers from `GET /api/ice-servers` (cached for half their ttl), falling
- * back to the list the server gave in `welcome`.
+ * ICE servers from `GET /api/ice-servers`, with their lifetime: `{servers, ttl, fetchedAt,
+ * refreshAt, username}` (times in ms since the epoch; username of the TURN entry, "" without
+ * TURN). The server names our session in the TURN credential when we show its token; every
+ * peer connection of the session shares it (coturn counts its allocations per session).
+ * When the request fails: the list the server gave in `welcome`, refreshed sooner.
  */
-export async function fetchIceServers(fallback = [], peerId = null, token = null) {
-  if (iceCache.servers && iceCache.peerId === peerId && Date.now() < iceCache.expires) return iceCache.servers;
+export async function fetchIceServers(fallback = [], token = null) {
+  const fetchedAt = Date.now();
   try {
-    // Our session token makes the server name us in time-limited TURN
-    // credentials (username "<expiry>:<our id>").
     const headers = token ? { Authorization: `Bearer ${token}` } : {};
     const res = await fetch("/api/ice-servers", { cache: "no-store", headers });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const body = await res.json();
     const servers = Array.isArray(body.ice_servers) ? body.ice_servers : [];
     const ttl = Number.isFinite(body.ttl) && body.ttl > 0 ? body.ttl : 3600;
-    iceCache = { servers, peerId, expires: Date.now() + (ttl * 1000) / 2 };
-    return servers;
+    return { servers, ttl, fetchedAt, refreshAt: fetchedAt + ttl * 1000 * ICE_REFRESH_SHARE, username: turnUsername(servers) };
   } catch (err) {
     console.warn(`[call] GET /api/ice-servers failed (${err.message}); using the welcome list`);
-    return fallback;
+    return { servers: fallback, ttl: 0, fetchedAt, refreshAt: fetchedAt + ICE_RETRY_MS, username: turnUsername(fallback) };
   }
+}
+
+function turnUsername(servers) {
+  return servers.find((s) => s && s.username)?.username || "";
 }
 
 export class PeerCall extends EventTarget {
@@ -42,11 +51,13 @@ export class PeerCall extends EventTarget {
    * @param {MediaStream|null} o.localStream
    * @param {string} [o.name]      display name
    * @param {string} [o.role]      host | participant | "" (1:1)
+   * @param {boolean} [o.relayOnly] gather relay candidates only (iceTransportPolicy "relay")
    *
    * Events: "state" (connectionState changed), "track" (remote media),
-   *         "closed" ({reason}).
+   *         "stats" (frames or the selected candidate's type changed),
+   *         "iceerror" ({code, text, url}: a STUN/TURN server refused us), "closed" ({reason}).
    */
-  constructor({ peerId, selfId, signal, iceServers, localStream, name = "", role = "" }) {
+  constructor({ peerId, selfId, signal, iceServers, localStream, name = "", role = "", relayOnly = false }) {
     super();
     this.peerId = peerId;
     this.name = name;
@@ -59,6 +70,8 @@ export class PeerCall extends EventTarget {
     this.framesDecoded = 0;
     this.bytesReceived = 0;
     this.iceRestarts = 0;
+    this.localCandidateType = ""; // host | srflx | prflx | relay of the selected pair
+    this.credentialRestarts = 0;  // ICE restarts made to use fresh TURN credentials
 
     this._makingOffer = false;
     this._ignoreOffer = false;
@@ -67,8 +80,11 @@ export class PeerCall extends EventTarget {
     this._queue = Promise.resolve(); // signaling messages are handled one at a time
     this._statsTimer = null;
 
-    const pc = new RTCPeerConnection({ iceServers });
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relayOnly ? "relay" : "all" });
     this.pc = pc;
+    pc.onicecandidateerror = ({ errorCode, errorText, url }) => {
+      this.dispatchEvent(new CustomEvent("iceerror", { detail: { code: errorCode, text: errorText, url } }));
+    };
     pc.onnegotiationneeded = () => this._negotiate();
     pc.onicecandidate = ({ candidate }) => {
       if (candidate && !this.closed) this.signal("candidate", candidate.toJSON());
@@ -105,32 +121,65 @@ export class PeerCall extends EventTarget {
     this.closed = true;
     clearInterval(this._statsTimer);
     this.pc.onnegotiationneeded = this.pc.onicecandidate = this.pc.ontrack = this.pc.onconnectionstatechange = null;
+    this.pc.onicecandidateerror = null;
     this.pc.close();
     this.dispatchEvent(new CustomEvent("state", { detail: { state: "closed" } }));
     this.dispatchEvent(new CustomEvent("closed", { detail: { reason } }));
   }
 
-  setIceServers(iceServers) {
-    if (this.closed) return;
-    try { this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers }); } catch { /* keep the old */ }
+  /**
+   * Use fresh ICE servers (new TURN credentials) from now on. Candidates already gathered keep
+   * the old credentials, so a connected call restarts ICE to gather with the new ones (its media
+   * goes on over the old path meanwhile). Resolves once connected again, or after a while.
+   */
+  async setIceServers(iceServers) {
+    if (this.closed) return false;
+    try {
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
+    } catch (err) {
+      console.warn(`[call ${this.peerId}] new ICE servers refused:`, err);
+      return false;
+    }
+    if (this.pc.remoteDescription === null) return true; // nothing gathered yet: the first offer uses them
+    const before = this.localUfrag();
+    this.credentialRestarts++;
+    this.pc.restartIce(); // fires negotiationneeded with an ICE-restart offer
+    // Done when the restart's offer/answer is through and its candidates are gathered.
+    const deadline = Date.now() + ICE_RESTART_WAIT_MS;
+    while (!this.closed && Date.now() < deadline) {
+      const pc = this.pc;
+      if (this.localUfrag() !== before && pc.signalingState === "stable" && pc.iceGatheringState === "complete") break;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    return true;
   }
 
-  /** Refresh framesDecoded / bytesReceived from getStats(). */
+  /** The ICE username fragment of our current local description ("" before the first). */
+  localUfrag() {
+    return /a=ice-ufrag:(\S+)/.exec(this.pc.localDescription?.sdp || "")?.[1] || "";
+  }
+
+  /** Refresh framesDecoded / bytesReceived / localCandidateType from getStats(). */
   async updateStats() {
     if (this.closed) return;
     try {
       const report = await this.pc.getStats();
       let frames = 0;
       let bytes = 0;
+      let pairId = "";
       report.forEach((s) => {
         if (s.type === "inbound-rtp") {
           bytes += s.bytesReceived || 0;
           if (s.kind === "video") frames += s.framesDecoded || 0;
         }
+        if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
       });
-      const changed = frames !== this.framesDecoded;
+      const pair = pairId ? report.get(pairId) : null;
+      const type = (pair && report.get(pair.localCandidateId)?.candidateType) || "";
+      const changed = frames !== this.framesDecoded || type !== this.localCandidateType;
       this.framesDecoded = frames;
       this.bytesReceived = bytes;
+      this.localCandidateType = type;
       if (changed) this.dispatchEvent(new CustomEvent("stats"));
     } catch { /* closed meanwhile */ }
   }
