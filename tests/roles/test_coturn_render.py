@@ -13,17 +13,13 @@ Molecule; here each variant's text is checked.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from local_playbook import ROOT, render_templates, role_vars_files
 
-ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "coturn"
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 sys.path.insert(0, str(ROOT / "plugins" / "filter"))
 import proxy_model as pm  # noqa: E402
 
@@ -37,36 +33,12 @@ VARIANTS = {
     "small-rooms": {"coturn_room_max_peers": 10},
 }
 
-PLAY = """
-- name: {name}
-  hosts: localhost
-  gather_facts: false
-  vars_files:  # in order, later files win: the role's defaults, its vars, the variant
-    - {role}/defaults/main.yml
-    - {role}/vars/main.yml
-    - {out}/{name}.json
-  tasks:
-    - ansible.builtin.template:
-        src: {role}/templates/{{{{ item }}}}.j2
-        dest: {out}/{name}-{{{{ item }}}}
-        mode: "0600"
-      loop: [turnserver.conf, coturn-tls.conf]
-"""
-
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("render")
-    playbook = out / "render.yml"
-    for name, variant in VARIANTS.items():
-        (out / f"{name}.json").write_text(json.dumps({**COMMON, **variant}))
-    playbook.write_text("".join(PLAY.format(name=name, role=ROLE, out=out) for name in VARIANTS))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_CACHE_PLUGIN="memory")
-    proc = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
-         str(playbook)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    render_templates(out, [ROLE / "templates" / f"{name}.j2" for name in ("turnserver.conf", "coturn-tls.conf")],
+                     role_vars_files(ROLE), variants={name: {**COMMON, **variant} for name, variant in VARIANTS.items()})
     return out
 
 

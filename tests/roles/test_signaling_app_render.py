@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from local_playbook import ROOT, run_local_playbook
+from local_playbook import ROOT, render_templates, role_vars_files
 
 ROLE = ROOT / "roles" / "signaling_app"
 
@@ -33,27 +33,11 @@ OVERRIDES = {
     "signaling_app_shutdown_grace": 10,
 }
 
-PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {role}/defaults/main.yml
-    - {role}/vars/main.yml
-  tasks:
-    - ansible.builtin.template:
-        src: {role}/templates/{{{{ item }}}}.j2
-        dest: {out}/{{{{ item }}}}
-        mode: "0644"
-      loop: [signaling.toml, signaling@.service]
-"""
-
-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("render")
-    playbook = out / "render.yml"
-    playbook.write_text(PLAYBOOK.format(role=ROLE, out=out))
-    run_local_playbook(playbook, OVERRIDES)
+    render_templates(out, [ROLE / "templates" / f"{name}.j2" for name in ("signaling.toml", "signaling@.service")],
+                     role_vars_files(ROLE), extra_vars=OVERRIDES)
     return out
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from local_playbook import ROOT, run_local_playbook
+from local_playbook import ROOT, render_templates, role_vars_files
 
 ROLES = ROOT / "roles"
 HELPER = ROLES / "systemd_hardening"
@@ -40,23 +40,6 @@ UNITS = {
     "redis": ("redis-server.service", 2.0),
 }
 
-PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {helper}/defaults/main.yml
-    - {helper}/vars/main.yml
-    - {role}/defaults/main.yml
-    - {role}/vars/main.yml
-    - {imported}
-  tasks:
-    - ansible.builtin.template:
-        src: {helper}/templates/{dropin}.j2
-        dest: {out}
-        mode: "0644"
-"""
-
-
 def imported_vars(role: str) -> dict:
     """The vars of the role's ``import_role: systemd_hardening`` task, as its tasks/main.yml has them."""
     tasks = yaml.safe_load((ROLES / role / "tasks" / "main.yml").read_text())
@@ -69,11 +52,10 @@ def render(role: str, tmp: Path, **overrides) -> str:
     """The role's drop-in as Ansible renders it, with ``overrides`` as extra vars."""
     imported = tmp / f"{role}-imported.yml"
     imported.write_text(yaml.safe_dump(imported_vars(role)))
-    out = tmp / f"{role}-{DROPIN}"
-    playbook = tmp / f"{role}-render.yml"
-    playbook.write_text(PLAYBOOK.format(helper=HELPER, role=ROLES / role, imported=imported, dropin=DROPIN, out=out))
-    run_local_playbook(playbook, overrides)
-    return out.read_text()
+    render_templates(tmp, [HELPER / "templates" / f"{DROPIN}.j2"],
+                     [*role_vars_files(HELPER), *role_vars_files(ROLES / role), imported],
+                     variants={role: {}}, extra_vars=overrides)
+    return (tmp / f"{role}-{DROPIN}").read_text()
 
 
 def directives(text: str) -> list[tuple[str, str]]:
