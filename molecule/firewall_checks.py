@@ -116,11 +116,28 @@ def controller_reaches() -> frozenset[str]:
 # The table on every host
 # ---------------------------------------------------------------------------
 
+def _without_elements(listing: str) -> str:
+    """``listing`` without the elements of its sets: the apache role's dynamic sets hold the
+    addresses with connections open (state, emptied when the table is loaded again), not rules."""
+    out, depth = [], 0
+    for part in re.split(r"(elements = \{|[{}])", listing):
+        if depth:
+            depth += {"{": 1, "}": -1}.get(part, 0)
+        elif part == "elements = {":
+            depth = 1
+            out[-1] = out[-1].rstrip()  # the line break and indentation before it
+        else:
+            out.append(part)
+    return "".join(out)
+
+
 def _listing(host, table: str = TABLE) -> str | None:
-    """``nft list table``, without the counters' figures (they change between two listings);
-    None when the table is not loaded."""
+    """``nft list table``, without the counters' figures (they change between two listings) and
+    the sets' elements; None when the table is not loaded."""
     done = host.run(f"nft list table {table}")
-    return re.sub(r"counter packets \d+ bytes \d+", "counter", done.stdout) if done.rc == 0 else None
+    if done.rc != 0:
+        return None
+    return _without_elements(re.sub(r"counter packets \d+ bytes \d+", "counter", done.stdout))
 
 
 def _table(host, table: str = TABLE) -> str:
