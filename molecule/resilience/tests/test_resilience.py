@@ -133,7 +133,7 @@ def instance_health(app_name: str, port: int) -> dict | None:
 
 def nginx_workers(proxy) -> set[int]:
     """PIDs of nginx's serving workers (not those still shutting down after a reload)."""
-    master = proxy.file("/run/nginx.pid").content_string.strip()
+    master = proxy.check_output("systemctl show -p MainPID --value nginx")  # wherever its pid file is
     lines = proxy.check_output("python3 -c %s %s", _CHILDREN, master).splitlines()
     return {int(line.split()[0]) for line in lines
             if "worker process" in line and "shutting down" not in line}
