@@ -35,6 +35,18 @@ INVENTORY = {
 }
 
 
+def _play(tmp_path: Path, extra: dict, inventory: dict = INVENTORY) -> subprocess.CompletedProcess:
+    """Run tmp_path/play.yml on ``inventory`` (every host local) with ``extra`` variables."""
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "play.yml"),
+         "-e", json.dumps({"__monitoring_rules": str(RULES), **extra})],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+             "ANSIBLE_CACHE_PLUGIN": "memory", "HOME": str(tmp_path)},
+    )
+
+
 def _render(tmp_path: Path, detect: bool) -> dict:
     out = tmp_path / "prometheus.yml"
     playbook = [{
@@ -44,6 +56,7 @@ def _render(tmp_path: Path, detect: bool) -> dict:
         "hosts": "monitoring",
         "gather_facts": False,
         "tasks": [
+            {"ansible.builtin.include_role": {"name": "monitoring", "tasks_from": "preflight.yml", "public": True}},
             {"ansible.builtin.include_role": {"name": "monitoring", "tasks_from": "targets.yml", "public": True},
              "vars": {"monitoring_exporters_detect": detect}},
             {"ansible.builtin.template": {"src": str(ROOT / "roles/monitoring/templates/prometheus.yml.j2"),
@@ -51,15 +64,8 @@ def _render(tmp_path: Path, detect: bool) -> dict:
              "vars": {"monitoring_exporters_detect": detect}},
         ],
     }]
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(INVENTORY))
     (tmp_path / "play.yml").write_text(json.dumps(playbook))
-    proc = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "play.yml"),
-         "-e", json.dumps({"__monitoring_rules": str(RULES)})],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-             "ANSIBLE_CACHE_PLUGIN": "memory", "HOME": str(tmp_path)},
-    )
+    proc = _play(tmp_path, {})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     promtool = shutil.which("promtool")
     assert promtool, "promtool not found: install Debian's `prometheus` package (bash tests/setup-host.sh)"
@@ -107,3 +113,28 @@ def test_same_jobs_as_the_kits_scrape_config(rendered):
     kit_jobs = {j["job_name"] for j in kit["scrape_configs"]}
     assert {j["job_name"] for j in rendered[False]["scrape_configs"]} == kit_jobs | {"prometheus"}
     assert rendered[False]["rule_files"] == [str(RULES)]
+
+
+def _preflight_play(tmp_path: Path) -> None:
+    playbook = [{"name": "Preflight", "hosts": "monitoring", "gather_facts": False, "tasks": [
+        {"ansible.builtin.include_role": {"name": "monitoring", "tasks_from": "preflight.yml"}}]}]
+    (tmp_path / "play.yml").write_text(json.dumps(playbook))
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"monitoring_listen_address": "9090"}, "monitoring_listen_address must be ADDRESS:PORT (got '9090')"),
+    ({"monitoring_retention_size": "2G"}, "got '2G'"),
+])
+def test_preflight_names_bad_settings(tmp_path, extra, message):
+    _preflight_play(tmp_path)
+    proc = _play(tmp_path, extra)
+    assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-3000:]
+
+
+def test_preflight_refuses_loopback_instances_on_another_host(tmp_path):
+    """An app host bound to loopback cannot be scraped from a separate monitoring host."""
+    _preflight_play(tmp_path)
+    inventory = json.loads(json.dumps(INVENTORY))
+    inventory["all"]["children"]["signaling_app"]["hosts"]["app2"]["signaling_app_endpoints"][0]["address"] = "127.0.0.1"
+    proc = _play(tmp_path, {}, inventory)
+    assert proc.returncode != 0 and "the app instances of app2 listen on loopback only" in proc.stdout, proc.stdout[-3000:]
