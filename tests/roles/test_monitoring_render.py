@@ -2,7 +2,8 @@
 promtool and scrapes what the inventory says: every app instance at its endpoint, each
 exporter on the hosts of its groups (detection off: the controller runs no exporter; with
 detection on, an exporter that is not installed is not scraped), the jobs of the kit's
-scrape.yml."""
+scrape.yml. The preflight names a bad setting, and refuses app instances bound to loopback on
+another host than the monitoring host."""
 
 from __future__ import annotations
 
