@@ -5,12 +5,14 @@
 # host's network namespace around a flush), redis-server for the app's
 # cluster tests, chromium and coturn for the browser tests (calls relayed
 # through TURN), debootstrap and docker.io for Molecule's test hosts, and
-# testssl.sh >= 3.2 to grade the deployed TLS (see below). Idempotent; called
-# by `make test`.
+# testssl.sh >= 3.2 to grade the deployed TLS (see below), and prometheus for
+# its promtool (the monitoring kit's rule tests and config checks; the daemon is
+# not left running). Idempotent; called by `make test`.
 set -euo pipefail
 
 packages=(nginx apache2 libapache2-mod-evasive nftables iptables redis-server chromium coturn openssl curl
           debootstrap docker.io python3-venv)
+packages+=(prometheus)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -46,6 +48,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # by the package with its sample config, would be a TURN server open on every address.
   if [[ " ${missing[*]} " == *" coturn "* ]] && [ "$(ps -p 1 -o comm= 2>/dev/null)" = "systemd" ]; then
     $sudo systemctl disable --now coturn.service
+  fi
+  # Only promtool is needed; the tests start their own prometheus on loopback.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ "$(ps -p 1 -o comm= 2>/dev/null)" = "systemd" ]; then
+    $sudo systemctl disable --now prometheus.service
   fi
 fi
 
