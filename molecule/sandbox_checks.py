@@ -165,11 +165,12 @@ def wait_for(check, timeout: float = 20, what: str = "condition"):
         time.sleep(0.5)
 
 
-def run_playbook(playbook: str, *extra: str, check: bool = False) -> str:
+def run_playbook(playbook: str, *extra: str, check: bool = False, diff: bool = False) -> str:
     """ansible-playbook on the scenario's inventory (``-e`` each of ``extra``); its output.
 
     Fails with the output's tail when it fails."""
-    argv = ["ansible-playbook", "-i", str(INVENTORY), playbook, *(["--check"] if check else [])]
+    argv = ["ansible-playbook", "-i", str(INVENTORY), playbook, *(["--check"] if check else []),
+            *(["--diff"] if diff else [])]
     for var in extra:
         argv += ["-e", var]
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}  # Molecule forces colour on

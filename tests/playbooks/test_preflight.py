@@ -294,3 +294,20 @@ def test_turn_host_of_its_own_may_serve_tls_on_443(tmp_path):
                                 "turn": {"t1": {"coturn_tls_port": 443}}})
     rc, out, _ = _run(tmp_path, inv)
     assert rc == 0, out
+
+
+def test_check_mode_writes_no_secret(tmp_path):
+    """The preflight publishes the Redis URL and the TURN secret; in --check it makes up no secret
+    on the controller (the first real run generates them), and reads those already there."""
+    groups = {g: {"one": None} for g in ("signaling_app", "proxy", "redis", "turn")}
+    rc, out, _ = _run(tmp_path, _inventory(tmp_path, groups))
+    assert rc == 0, out
+    assert not (tmp_path / "credentials").exists()
+
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "redis_password").write_text("KeptRedisPassword0123456789abcdef\n")
+    (tmp_path / "credentials" / "turn_secret").write_text("KeptTurnSecret0123456789abcdef\n")
+    rc, out, _ = _run(tmp_path, _inventory(tmp_path, groups))
+    assert rc == 0, out
+    assert sorted(p.name for p in (tmp_path / "credentials").iterdir()) == ["redis_password", "turn_secret"]
+    assert (tmp_path / "credentials" / "redis_password").read_text() == "KeptRedisPassword0123456789abcdef\n"
