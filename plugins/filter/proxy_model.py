@@ -66,7 +66,7 @@ RETURN = r"""
 _value:
   description:
     - C(proxy_model) returns the model (a dict with keys name, server_names, ports, listen_ipv6,
-      upstream, uploads_upstream, files_from_disk, tls, hsts, headers, uploads_headers, cache, limits,
+      status, upstream, uploads_upstream, files_from_disk, tls, hsts, headers, uploads_headers, cache, limits,
       timeouts, cors, allowlist, roots, gzip_types, error_pages, locations).
     - C(apache_modules) returns a list of Debian module names for a2enmod.
     - C(tls_profile) returns a dict with keys protocols and ciphers.
@@ -140,6 +140,9 @@ DEFAULTS = {
     "name": "webrtc-edge",
     "http_port": 80,
     "https_port": 443,
+    # The status page (nginx stub_status, Apache server-status) for the exporters: a server of
+    # its own on STATUS_ADDRESS:status_port, never on the public site.
+    "status_port": 8405,
     "listen_ipv6": True,
     "balance": "least_conn",
     "keepalive": 32,
@@ -214,6 +217,8 @@ CRL_PATH = "/.well-known/webrtc-edge/ca.crl"
 ERROR_CODES = (502, 503, 504)
 NGINX_STATUS_PATH = "/nginx_status"
 APACHE_STATUS_PATH = "/server-status"
+#: The status server listens on loopback only: the exporters run on the proxy host.
+STATUS_ADDRESS = "127.0.0.1"
 #: Bytes/s a request body must keep up once Apache's body timeout has passed (mod_reqtimeout
 #: MinRate: each 500 bytes received extend the timeout by one second).
 APACHE_BODY_MIN_RATE = 500
@@ -571,9 +576,16 @@ def build_proxy_model(spec):
     https_port = _port(spec.get("https_port", DEFAULTS["https_port"]), "https_port")
     if http_port == https_port:
         raise ValueError("http_port and https_port must differ")
+    status_port = _port(spec.get("status_port", DEFAULTS["status_port"]), "status_port")
+    if status_port in (http_port, https_port):
+        raise ValueError(f"status_port ({status_port}) must differ from http_port and https_port")
 
     upstream_defaults = _merged(spec, "upstream_defaults")
     servers = _upstreams(spec["upstreams"], balance, upstream_defaults)
+    for server in servers:
+        if server["port"] == status_port and ipaddress.ip_address(server["address"]).is_loopback:
+            raise ValueError(f"status_port ({status_port}) is taken by the app instance "
+                             f"{server['address']}:{server['port']} on this host: pick another")
 
     limits = _merged(spec, "limits")
     limits = {
@@ -628,6 +640,7 @@ def build_proxy_model(spec):
         "name": name,
         "server_names": _server_names(spec["server_names"]),
         "ports": {"http": http_port, "https": https_port},
+        "status": {"address": STATUS_ADDRESS, "port": status_port},
         "listen_ipv6": _bool(spec.get("listen_ipv6", DEFAULTS["listen_ipv6"]), "listen_ipv6"),
         "upstream": {
             "name": app_upstream,
@@ -1052,15 +1065,36 @@ def render_nginx_site(model, nginx_version="1.22.1", headers_include=NGINX_HEADE
         "",
         f"error_page {codes} {model['error_pages']['html']};",
         "",
+        f"# The status page is served on {STATUS_ADDRESS}:{model['status']['port']} alone (its own server, above).",
         f"location = {NGINX_STATUS_PATH} {{",
-    ] + _block([f"include {include};"] + [f"allow {a};" for a in model["allowlist"]] + [
-        "deny all;", "access_log off;", "stub_status;"]) + ["}"]
+    ] + _block([f"include {include};", "deny all;", "access_log off;"]) + ["}"]
     for loc in model["locations"]:
         if loc["kind"] == "acme":
             continue
         server += [""] + _nginx_location(model, loc, include)
+    out += _nginx_status_server(model) + [""]
     out += ["# The site.", "server {"] + _block(server) + ["}"]
     return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def _nginx_status_server(model):
+    """stub_status for prometheus-nginx-exporter: a loopback server of its own, nothing else."""
+    status = model["status"]
+    return [
+        "# The status page for prometheus-nginx-exporter: loopback only, on a port of its own.",
+        "server {",
+    ] + _block([
+        f"listen {status['address']}:{status['port']};",
+        "server_name localhost;",
+        "server_tokens off;",
+        "access_log off;",
+        "",
+        f"location = {NGINX_STATUS_PATH} {{",
+    ] + _block([f"allow {status['address']};", "deny all;", "stub_status;"]) + [
+        "}",
+        "",
+        "location / {",
+    ] + _block(["return 404;"]) + ["}"]) + ["}"]
 
 
 # ---------------------------------------------------------------------------
@@ -1102,11 +1136,12 @@ def render_apache_modules(model, apache_version="2.4.62"):
 
 
 def render_apache_ports(model):
-    """``ports.conf``: the two Listen directives."""
+    """``ports.conf``: the Listen directives (http, https, the loopback status port)."""
     model = _check_model(model)
     return "\n".join([
         MANAGED,
         f"Listen {model['ports']['http']}",
+        f"Listen {model['status']['address']}:{model['status']['port']}",
         "<IfModule ssl_module>",
         f"    Listen {model['ports']['https']}",
         "</IfModule>",
@@ -1399,14 +1434,37 @@ def render_apache_site(model, apache_version="2.4.62"):
         "<Location \"/metrics\">",
         f"    {allow}",
         "</Location>",
+        f"# Debian's status.conf offers {APACHE_STATUS_PATH} on every vhost; here it is refused:",
+        f"# it is served on {model['status']['address']}:{model['status']['port']} alone (below).",
         f"<Location \"{APACHE_STATUS_PATH}\">",
-        "    SetHandler server-status",
-        f"    {allow}",
+        "    Require all denied",
         "</Location>",
     ]
     out += ["# The site."] + _apache_vhost_open(model, "https", names, "h2 http/1.1")
-    out += _block(vhost) + ["</VirtualHost>"]
+    out += _block(vhost) + ["</VirtualHost>", ""]
+    out += _apache_status_vhost(model)
     return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def _apache_status_vhost(model):
+    """server-status for prometheus-apache-exporter: a loopback vhost of its own, nothing else."""
+    status = model["status"]
+    return [
+        "# The status page for prometheus-apache-exporter: loopback only, on a port of its own.",
+        "# ExtendedStatus: the per-request counters (total accesses, kB, CPU) the exporter reads.",
+        "ExtendedStatus On",
+        f"<VirtualHost {status['address']}:{status['port']}>",
+    ] + _block([
+        "ServerName localhost",
+        "Protocols http/1.1",
+        "<Location \"/\">",
+        "    Require all denied",
+        "</Location>",
+        f"<Location \"{APACHE_STATUS_PATH}\">",
+        "    SetHandler server-status",
+        "    Require local",
+        "</Location>",
+    ]) + ["</VirtualHost>"]
 
 
 # ---------------------------------------------------------------------------

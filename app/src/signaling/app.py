@@ -7,11 +7,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import polling, uploads, views, ws
+from . import __version__, polling, uploads, views, ws
 from .config import Settings
 from .hub import Hub
-from .keys import HUB, METRICS, SETTINGS, STATIC_ROOT
-from .metrics import Metrics
+from .keys import HUB, METRICS, METRICS_REGISTRY, SETTINGS, STATIC_ROOT
+from .metrics import Metrics, make_registry
 from .web_util import payload_errors
 from .wsconn import check_aiohttp
 
@@ -52,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[HUB] = make_hub(settings, metrics)
+    app[METRICS_REGISTRY] = make_registry(metrics, app[HUB].gauges, __version__)
     app[STATIC_ROOT] = Path(settings.static_dir or PACKAGED_STATIC).resolve()
     app.cleanup_ctx.append(_hub_ctx)
     app.on_shutdown.append(_on_shutdown)

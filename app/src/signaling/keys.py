@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from .config import Settings
 from .hub import Hub
@@ -13,4 +14,5 @@ from .metrics import Metrics
 SETTINGS = web.AppKey("settings", Settings)
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
+METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 STATIC_ROOT = web.AppKey("static_root", Path)

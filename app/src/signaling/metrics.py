@@ -1,20 +1,39 @@
-"""Prometheus metrics, kept as plain integers on the hot path.
+"""Prometheus metrics: plain integers on the hot path, prometheus_client at scrape time.
 
-Counting is an attribute increment; the text exposition format is built only
-when ``/metrics`` is scraped.
+Counting stays an attribute increment (``metrics.relayed[kind] += 1``): the relay path never
+calls into prometheus_client. ``/metrics`` asks a per-app ``CollectorRegistry`` (tests build
+many apps in one process) holding prometheus_client's process, platform and GC collectors
+(``process_*``, ``python_*``) and :class:`SignalingCollector`, which reads these counters and
+the hub's gauges when scraped, the custom-collector pattern the library documents for values
+kept elsewhere. Names, labels and types are those of the hand-written exposition this replaces.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
 # Seconds from a message's arrival to its delivery write.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+#: What ``/metrics`` answers with: the text format generate_latest writes (not the library's
+#: CONTENT_TYPE_LATEST, which names format 1.0.0 from prometheus_client 0.22 on).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: The hub's gauges: name -> (help, value or {label value: value}).
+Gauges = dict[str, tuple[str, dict[str, float] | float]]
+#: The label of each labelled gauge (the others are by "kind").
+GAUGE_LABELS = {"signaling_connections": "transport", "signaling_redis_connections": "state"}
 
 
 class Metrics:
+    """The counters the hub, the transports and the cluster backend increment."""
+
     def __init__(self) -> None:
         self.relayed: Counter[str] = Counter()     # by message type
         self.errors: Counter[str] = Counter()      # by error code
@@ -28,40 +47,60 @@ class Metrics:
         self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
 
-    def render(self, gauges: dict[str, tuple[str, dict[str, float] | float]], version: str) -> str:
-        """Text exposition format 0.0.4."""
-        out: list[str] = []
 
-        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {kind}")
-            out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+class SignalingCollector(Collector):
+    """The app's own families, built from :class:`Metrics` and the hub's gauges at scrape time."""
 
-        label: Callable[[str, str], str] = lambda k, v: '{%s="%s"}' % (k, v)  # noqa: E731
-        family("signaling_build_info", "gauge", "Version of the running server.", [(label("version", version), 1)])
-        for name, (help_, value) in gauges.items():
+    def __init__(self, metrics: Metrics, gauges: Callable[[], Gauges], version: str) -> None:
+        self.metrics = metrics
+        self.gauges = gauges
+        self.version = version
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        info = GaugeMetricFamily("signaling_build_info", "Version of the running server.", labels=["version"])
+        info.add_metric([self.version], 1)
+        yield info
+        for name, (help_, value) in self.gauges().items():
             if isinstance(value, dict):
-                key = {"signaling_connections": "transport", "signaling_redis_connections": "state"}.get(name, "kind")
-                family(name, "gauge", help_, [(label(key, k), v) for k, v in sorted(value.items())])
+                family = GaugeMetricFamily(name, help_, labels=[GAUGE_LABELS.get(name, "kind")])
+                for key, v in sorted(value.items()):
+                    family.add_metric([key], v)
+                yield family
             else:
-                family(name, "gauge", help_, [("", value)])
-        family("signaling_messages_relayed_total", "counter", "Messages relayed between peers, by type.",
-               [(label("type", k), v) for k, v in sorted(self.relayed.items())])
-        family("signaling_errors_total", "counter", "Error replies sent, by code.",
-               [(label("code", k), v) for k, v in sorted(self.errors.items())])
-        family("signaling_sessions_opened_total", "counter", "Sessions opened, by transport.",
-               [(label("transport", k), v) for k, v in sorted(self.sessions_opened.items())])
-        family("signaling_resumes_total", "counter", "Sessions resumed after a dropped connection.", [("", self.resumes)])
-        family("signaling_resume_failures_total", "counter", "Resume attempts with an unknown or expired token.",
-               [("", self.resume_failures)])
-        name = "signaling_relay_latency_seconds"
-        out.append(f"# HELP {name} Time from a message's arrival to its delivery write.")
-        out.append(f"# TYPE {name} histogram")
-        cumulative = 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self.latency_counts):
+                yield GaugeMetricFamily(name, help_, value=value)
+        for name, help_, label, counts in (
+            ("signaling_messages_relayed_total", "Messages relayed between peers, by type.", "type", m.relayed),
+            ("signaling_errors_total", "Error replies sent, by code.", "code", m.errors),
+            ("signaling_sessions_opened_total", "Sessions opened, by transport.", "transport", m.sessions_opened),
+        ):
+            family = CounterMetricFamily(name, help_, labels=[label])
+            for key, v in sorted(counts.items()):
+                family.add_metric([key], v)
+            yield family
+        yield CounterMetricFamily("signaling_resumes_total", "Sessions resumed after a dropped connection.",
+                                  value=m.resumes)
+        yield CounterMetricFamily("signaling_resume_failures_total",
+                                  "Resume attempts with an unknown or expired token.", value=m.resume_failures)
+        buckets, cumulative = [], 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), m.latency_counts):
             cumulative += count
-            le = "+Inf" if bound == float("inf") else f"{bound:g}"
-            out.append(f'{name}_bucket{{le="{le}"}} {cumulative}')
-        out.append(f"{name}_sum {self.latency_sum:.6f}")
-        out.append(f"{name}_count {cumulative}")
-        return "\n".join(out) + "\n"
+            buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
+        yield HistogramMetricFamily("signaling_relay_latency_seconds",
+                                    "Time from a message's arrival to its delivery write.",
+                                    buckets=buckets, sum_value=m.latency_sum)
+
+
+def make_registry(metrics: Metrics, gauges: Callable[[], Gauges], version: str) -> CollectorRegistry:
+    """A registry of this app's own: the app's families, process_*, python_info, python_gc_*."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(SignalingCollector(metrics, gauges, version))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """Text exposition format 0.0.4."""
+    return generate_latest(registry)

@@ -8,7 +8,8 @@ from aiohttp import web
 
 from . import __version__
 from .ice import ice_servers
-from .keys import HUB, METRICS, SETTINGS, STATIC_ROOT
+from .keys import HUB, METRICS_REGISTRY, SETTINGS, STATIC_ROOT
+from .metrics import CONTENT_TYPE, render
 from .web_util import json_response
 
 
@@ -27,9 +28,8 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = request.app[METRICS].render(request.app[HUB].gauges(), __version__)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"Cache-Control": "no-store"})
+    body = render(request.app[METRICS_REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
 
 async def ice(request: web.Request) -> web.Response:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployment_checks import _FETCH_ON_HOST, SITE_NAME
+from deployment_checks import _FETCH_ON_HOST, SITE_NAME, STATUS_PORT
 from load_driver import Load
 from releases import PROJECT, app_copy, bumped, release_n, run_playbook
 from testinfra_helpers import (container_address, instance_ports, inventory_host, inventory_hosts, published_port,
@@ -140,8 +140,8 @@ def nginx_workers(proxy) -> set[int]:
 
 
 def apache_generation(proxy) -> int:
-    """Apache's configuration generation, from its status page (served to the host itself)."""
-    out = proxy.check_output("python3 -c %s %s", _FETCH_ON_HOST, f"https://{SITE_NAME}/server-status?auto")
+    """Apache's configuration generation, from its status page (its loopback port, proxy_status_port)."""
+    out = proxy.check_output("python3 -c %s %s", _FETCH_ON_HOST, f"http://127.0.0.1:{STATUS_PORT}/server-status?auto")
     return int(next(line.split(":")[1] for line in out.splitlines()
                     if line.startswith("ParentServerConfigGeneration:")))
 

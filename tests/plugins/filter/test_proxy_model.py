@@ -41,7 +41,7 @@ def check_golden(name, text):
 def test_model_keys(spec):
     model = pm.build_proxy_model(spec)
     assert sorted(model) == sorted([
-        "name", "server_names", "ports", "listen_ipv6", "upstream", "uploads_upstream", "files_from_disk",
+        "name", "server_names", "ports", "status", "listen_ipv6", "upstream", "uploads_upstream", "files_from_disk",
         "tls", "hsts", "headers",
         "uploads_headers", "cache", "limits", "timeouts", "cors", "allowlist", "roots", "gzip_types",
         "error_pages", "locations",
@@ -459,12 +459,11 @@ def test_nginx_site_behaviour(spec):
                  "proxy_read_timeout 45s;", "error_page 502 503 504 /_errors/50x.json;"):
         assert line in api
     assert "limit_conn webrtc_edge_conn 100;" in text
-    # every location includes the one headers file
-    assert text.count("include /etc/nginx/snippets/webrtc-edge-headers.conf;") == text.count("location ") - 2
-    # status and metrics only from the allowlist
-    for path in ("= /nginx_status", "= /metrics"):
-        block = text.split(f"location {path} {{")[1].split("}")[0]
-        assert "allow 127.0.0.1;" in block and "allow ::1;" in block and "deny all;" in block
+    # every location includes the one headers file (but the loopback status server's two)
+    assert text.count("include /etc/nginx/snippets/webrtc-edge-headers.conf;") == text.count("location ") - 4
+    # metrics only from the allowlist
+    block = text.split("location = /metrics {")[1].split("}")[0]
+    assert "allow 127.0.0.1;" in block and "allow ::1;" in block and "deny all;" in block
     # our own error pages
     assert "error_page 502 503 504 /_errors/50x.html;" in text
     # real client addresses
@@ -574,7 +573,7 @@ def test_apache_tls_golden(spec, profile, expected):
 
 def test_apache_ports(spec):
     assert pm.render_apache_ports(build(spec, http_port=8080, https_port=8443)) == (
-        pm.MANAGED + "\nListen 8080\n<IfModule ssl_module>\n    Listen 8443\n</IfModule>\n"
+        pm.MANAGED + "\nListen 8080\nListen 127.0.0.1:8405\n<IfModule ssl_module>\n    Listen 8443\n</IfModule>\n"
     )
 
 
@@ -612,7 +611,6 @@ def test_apache_site_behaviour(spec):
     assert "RewriteCond %{SERVER_PROTOCOL} =HTTP/1.0\n    RewriteRule ^/ws$ - [R=400,L]" in site
     assert "ErrorDocument 503 /_errors/50x.json" in site and "ErrorDocument 503 /_errors/50x.html" in site
     assert "<Location \"/metrics\">\n        Require ip 127.0.0.1 ::1\n    </Location>" in site
-    assert "SetHandler server-status\n        Require ip 127.0.0.1 ::1" in site
     assert 'RequestHeader set X-Real-IP "%{REMOTE_ADDR}s"' in site
     assert "DOSPageCount 30" in text
 
@@ -634,6 +632,49 @@ def test_apache_client_timeouts(spec, version, directive):
 def test_client_timeouts_refuse_zero(spec, key):
     with pytest.raises(ValueError, match=rf"timeouts\.{key} must be between 1 and 86400"):
         build(spec, **{f"timeouts.{key}": 0})
+
+
+def test_nginx_status_page_on_loopback_alone(spec):
+    text = pm.render_nginx_site(build(spec, status_port=9405))
+    before, rest = text.split("# The status page for prometheus-nginx-exporter")
+    status, site = rest.split("# The site.")
+    site = before + site
+    # the public site refuses the path to everyone, the allowlist included
+    block = site.split("location = /nginx_status {")[1].split("}")[0]
+    assert "deny all;" in block and "allow" not in block and "stub_status" not in block
+    assert "stub_status" not in site
+    # a server of its own on loopback: stub_status there, 404 for the rest
+    assert "listen 127.0.0.1:9405;" in status and status.count("listen ") == 1
+    assert "location = /nginx_status {\n        allow 127.0.0.1;\n        deny all;\n        stub_status;" in status
+    assert "location / {\n        return 404;" in status
+
+
+def test_apache_status_page_on_loopback_alone(spec):
+    model = build(spec, status_port=9405)
+    text = pm.render_apache_site(model)
+    site, status = text.split("# The status page for prometheus-apache-exporter")
+    assert "<Location \"/server-status\">\n        Require all denied\n    </Location>" in site
+    assert "SetHandler server-status" not in site
+    assert "<VirtualHost 127.0.0.1:9405>" in status and "ExtendedStatus On" in status
+    assert "<Location \"/server-status\">\n        SetHandler server-status\n        Require local" in status
+    assert "Listen 127.0.0.1:9405" in pm.render_apache_ports(model)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [({"status_port": 443}, r"status_port \(443\) must differ from http_port and https_port"),
+     ({"status_port": 8081, "upstreams": [{"address": "127.0.0.1", "port": 8081}]},
+      r"status_port \(8081\) is taken by the app instance 127.0.0.1:8081"),
+     ({"status_port": 0}, r"status_port")],
+)
+def test_status_port_refused(spec, values, message):
+    with pytest.raises(ValueError, match=message):
+        build(spec, **values)
+
+
+def test_status_port_may_equal_a_remote_instance_port(spec):
+    model = build(spec, status_port=8081, upstreams=[{"address": "10.0.0.5", "port": 8081}])
+    assert model["status"] == {"address": "127.0.0.1", "port": 8081}
 
 
 def test_apache_empty_allowlist_denies(spec):
