@@ -23,7 +23,8 @@ Still working under it (proxies)
     apache2 reload``) leaves the proxy writing the new log, same main process, serving; a
     certificate renewed by the tls role (playbooks/tls.yml, its check-then-reload handlers) is
     served after a reload, same main process. The acme scenario renews through Pebble under the
-    same drop-in (molecule/acme/tests/test_units.py checks it is in force there).
+    same drop-in, from certbot.timer's service and its deploy hook (molecule/acme/tests/test_acme.py;
+    test_units.py there checks the drop-in is in force).
 Switched (molecule/default)
     ``--check`` with the sandbox turned off predicts the change and makes none; turned off for
     real the proxy runs as Debian's unit has it and serves, turned on again it is sandboxed.
@@ -307,7 +308,7 @@ def test_proxy_serves_a_renewed_certificate_in_its_sandbox(name, unit):
     host = inventory_host(name)
     variables = host.ansible.get_variables()
     if variables.get("tls_source", "self_signed") != "self_signed":
-        pytest.skip("the local CA renews here; the acme scenario renews through Pebble")
+        pytest.skip("the local CA renews here; the acme scenario renews through certbot.timer and Pebble")
     site = Site(name)
     pid, before = main_pid(host, unit), served_serial(site)
     lifetime = int(variables.get("tls_self_signed_days", 365))

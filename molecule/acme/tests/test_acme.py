@@ -10,23 +10,27 @@ source), with Pebble on the scenario's network:
 - validation was real HTTP-01: every challenge URL Pebble's log says it
   fetched from the proxy's port 80 appears in the proxy's access log, requested
   from Pebble's address and answered 200, and no token is left behind;
-- renewal before expiry is wired: the tls role's `issue` entry point, run with
-  `tls_renew_before_days` above the certificate's remaining days, orders a new
-  certificate (a new serial Pebble's log reports issuing) and nginx serves it.
-  A run within the threshold changes nothing: Molecule's idempotence step.
+- certificates renew themselves (issue 12), with the controller out of the
+  loop: Pebble issues one-day certificates (converge.yml), below the role's
+  30-day threshold, so Debian's certbot.timer finds them due. The test starts
+  the timer's service on the host as the timer would (no playbook runs): certbot
+  renews over HTTP-01 through nginx, its deploy hook checks nginx and reloads it
+  (same master), and nginx serves the new certificate (a new serial Pebble's log
+  reports issuing); the textfile records the run and the new expiry;
+- a renewal that fails (Pebble stopped) leaves the old certificate serving, the
+  unit failed with certbot's message in its journal, and
+  webrtc_edge_tls_renewal_failed 1 in the textfile;
+- the playbook itself orders nothing once certbot holds a fitting certificate:
+  Molecule's idempotence step.
 """
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import socket
 import ssl
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import testinfra
@@ -40,7 +44,7 @@ PEBBLE = inventory_hosts("pebble")[0]
 testinfra_hosts = [PROXY]
 
 CHALLENGE_DIR = "/var/lib/webrtc-edge/acme/.well-known/acme-challenge"
-RENEW_PLAYBOOK = Path(__file__).resolve().parent.parent / "renew.yml"
+TEXTFILE = "/var/lib/prometheus/node-exporter/webrtc_edge_tls.prom"
 # Pebble's log line for each HTTP-01 fetch (va/va.go).
 VALIDATION = re.compile(
     r"Attempting to validate w/ HTTP: http://(?P<name>[^:/]+):80"
@@ -100,24 +104,6 @@ def pebble_log(pebble_host) -> str:
     return pebble_host.check_output("journalctl --no-pager -o cat -u pebble")
 
 
-def renew(threshold_days: int) -> subprocess.CompletedProcess:
-    """Run renew.yml (the tls role's `issue` entry point) with a renewal threshold."""
-    return subprocess.run(
-        [
-            str(Path(sys.executable).with_name("ansible-playbook")),
-            "-i",
-            os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]),
-            "-e",
-            f"tls_renew_before_days={threshold_days}",
-            str(RENEW_PLAYBOOK),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def test_served_certificate_chains_to_pebble_root(pebble_root):
     leaf = served_certificate(pebble_root)
     assert leaf.issuer != leaf.subject, "still the self-signed placeholder"
@@ -159,22 +145,97 @@ def test_no_challenge_response_left_behind(host):
     assert host.file(CHALLENGE_DIR).listdir() == []
 
 
-def test_renewal_before_expiry(pebble_root, pebble_host):
+def textfile(host) -> dict[str, float]:
+    """The samples of the tls role's node-exporter textfile, by name (labels dropped)."""
+    samples = {}
+    for line in host.file(TEXTFILE).content_string.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name.split("{")[0]] = float(value)
+    return samples
+
+
+def wait_for_serial(root, differs_from: int, seconds: float = 20) -> x509.Certificate:
+    """The served leaf once its serial differs from ``differs_from`` (nginx reloads
+    asynchronously: new workers pick the new certificate up), or the last one seen."""
+    deadline = time.monotonic() + seconds
+    leaf = served_certificate(root)
+    while leaf.serial_number == differs_from and time.monotonic() < deadline:
+        time.sleep(0.5)
+        leaf = served_certificate(root)
+    return leaf
+
+
+def host_now(host) -> int:
+    return int(host.check_output("date +%s"))
+
+
+def test_renewal_timer_is_debians_with_the_role_drop_in(host):
+    assert host.service("certbot.timer").is_enabled
+    assert host.service("certbot.timer").is_running  # a timer "runs" while it waits
+    unit = host.check_output("systemctl cat certbot.service")
+    assert "ExecStart=/usr/bin/certbot -q renew" in unit
+    assert "ExecStopPost=/usr/local/sbin/webrtc-edge-tls" in unit
+    renewal = host.file(f"/etc/letsencrypt/renewal/{PROXY}.conf").content_string
+    assert re.search(r"^renew_before_expiry = 30 days$", renewal, re.MULTILINE), renewal
+    assert re.search(r"^renew_hook = /usr/local/sbin/webrtc-edge-tls .* deploy$", renewal, re.MULTILINE), renewal
+    assert re.search(r"^authenticator = webroot$", renewal, re.MULTILINE), renewal
+
+
+def test_expiry_metric_is_the_served_certificate(host, pebble_root):
+    leaf = served_certificate(pebble_root)
+    text = host.file(TEXTFILE).content_string
+    expected = int(leaf.not_valid_after_utc.timestamp())
+    assert f'webrtc_edge_tls_certificate_expiry_timestamp_seconds{{name="{PROXY}"}} {expected}\n' in text, text
+
+
+def test_timer_renews_on_the_host_and_nginx_serves_it(host, pebble_root, pebble_host):
     before = served_certificate(pebble_root)
-    remaining = before.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    master = host.check_output("systemctl show -p MainPID --value nginx.service")
+    started = host_now(host)
 
-    run = renew(remaining.days + 1)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    run = host.run("systemctl start certbot.service")  # what certbot.timer does
+    journal = host.check_output(f"journalctl --no-pager -o cat -u certbot.service --since @{started}")
+    assert run.rc == 0, run.stderr + journal
+    assert host.check_output("systemctl show -p Result --value certbot.service") == "success"
 
-    # nginx reloads asynchronously: new workers pick the new certificate up.
-    deadline = time.monotonic() + 20
-    after = served_certificate(pebble_root)
-    while after.serial_number == before.serial_number and time.monotonic() < deadline:
-        time.sleep(1)
-        after = served_certificate(pebble_root)
+    after = wait_for_serial(pebble_root, before.serial_number)
     assert after.serial_number != before.serial_number, "no new certificate served"
-
-    issued = re.findall(
-        r"Issued certificate serial ([0-9a-f]+)", pebble_log(pebble_host)
-    )
+    assert after.not_valid_after_utc >= before.not_valid_after_utc
+    issued = re.findall(r"Issued certificate serial ([0-9a-f]+)", pebble_log(pebble_host))
     assert format(after.serial_number, "x") in {serial.lstrip("0") for serial in issued}
+    # Reloaded after its check, not restarted.
+    assert host.check_output("systemctl show -p MainPID --value nginx.service") == master
+
+    samples = textfile(host)
+    assert samples["webrtc_edge_tls_certificate_expiry_timestamp_seconds"] == int(after.not_valid_after_utc.timestamp())
+    assert samples["webrtc_edge_tls_renewal_failed"] == 0
+    assert samples["webrtc_edge_tls_renewal_last_success_timestamp_seconds"] >= started
+    assert samples["webrtc_edge_tls_renewal_last_run_timestamp_seconds"] >= started
+
+
+def test_failed_renewal_keeps_the_old_certificate_and_shows(host, pebble_root, pebble_host):
+    """Last in this file: Pebble restarts with new roots (what the checks above trusted)."""
+    before = served_certificate(pebble_root)
+    last_success = textfile(host)["webrtc_edge_tls_renewal_last_success_timestamp_seconds"]
+    pebble_host.run_expect([0], "systemctl stop pebble")
+    try:
+        started = host_now(host)
+        run = host.run("systemctl start certbot.service")
+        assert run.rc != 0, "certbot.service succeeded with Pebble stopped"
+
+        assert host.run("systemctl is-failed certbot.service").stdout.strip() == "failed"
+        journal = host.check_output(f"journalctl --no-pager -o cat -u certbot.service --since @{started}")
+        assert f"Failed to renew certificate {PROXY} with error" in journal, journal
+        assert "certbot.service: Failed with result 'exit-code'." in journal, journal
+
+        samples = textfile(host)
+        assert samples["webrtc_edge_tls_renewal_failed"] == 1
+        assert samples["webrtc_edge_tls_renewal_last_run_timestamp_seconds"] >= started
+        assert samples["webrtc_edge_tls_renewal_last_success_timestamp_seconds"] == last_success
+
+        time.sleep(1)  # a reload would have shown by now
+        assert served_certificate(pebble_root).serial_number == before.serial_number
+    finally:
+        pebble_host.run("systemctl start pebble")
+        host.run("systemctl reset-failed certbot.service")

@@ -1,6 +1,7 @@
 """acme scenario: nginx, coturn and redis-server run in their sandboxes (molecule/sandbox_checks.py),
-so the renewal through Pebble that test_acme.py proves (HTTP-01 answered through nginx, the new
-certificate served after a reload) happened under nginx's drop-in. Runs after test_acme.py.
+so the renewal through Pebble that test_acme.py proves (certbot.timer's service on the host,
+HTTP-01 answered through nginx, the deploy hook's `nginx -t` then reload, the new certificate
+served by the same master) happened under nginx's drop-in. Runs after test_acme.py.
 """
 
 from sandbox_checks import (  # noqa: F401 (collected here)
