@@ -21,7 +21,7 @@ Exactly what the rules say
     the rendered ruleset: 80 and 443 on proxies from anywhere, TURN and its relay range on turn
     hosts from anywhere, app instances from proxy hosts only, Redis from app hosts only, SSH
     from nobody (no SSH connection in Molecule) unless the scenario says, everything else
-    dropped.
+    dropped. The exporters' ports (and the app instances') from the ``monitoring`` hosts alone.
 """
 
 from __future__ import annotations
@@ -51,8 +51,13 @@ CONTROLLER = "controller"
 PROBE_TIMEOUT = 2.0
 REDIS_PORT = 6379
 SSH_PORT = 22
-# Ports no rule of any scenario opens, tried on every host from every source.
-CLOSED_TCP = [1, 8080, 9100, 12345]
+# The exporters (role exporters): node on every host, nginx or Apache on proxies, Redis on redis
+# hosts; open to the `monitoring` hosts alone (on their private address; on loopback without
+# such a group, so nobody else reaches them either way).
+EXPORTER_PORTS = {"node": 9100, "nginx": 9113, "apache": 9117, "redis": 9121}
+# Ports no rule of any scenario opens, tried on every host from every source; 8405 is the
+# proxies' status page (proxy_status_port), on loopback alone.
+CLOSED_TCP = [1, 8080, 8405, 12345]
 CLOSED_UDP = [53, 12345]
 
 # Tries every (address, port, proto) of argv[1] (JSON) at once, argv[2] seconds each; prints the
@@ -221,6 +226,13 @@ def _services(name: str) -> dict[tuple[int, str], tuple[str, str]]:
         services.update({(p, "tcp"): ("app", "open" if remote else "refused") for p in instance_ports(host)})
     if name in _group("redis"):
         services[(REDIS_PORT, "tcp")] = ("redis", "open")
+    exporters = ["node"]
+    if name in _group("proxy"):
+        exporters.append(host.ansible.get_variables().get("proxy_server", "nginx"))
+    if name in _group("redis"):
+        exporters.append("redis")
+    # On the private address with a monitoring group; on loopback (so dropped from anywhere) without.
+    services.update({(EXPORTER_PORTS[e], "tcp"): ("monitoring", "open") for e in exporters})
     return services
 
 
@@ -234,8 +246,9 @@ def _allowed(tier: str, source: str, controller_reaches: frozenset[str]) -> bool
         return True
     if source == CONTROLLER:
         return tier in controller_reaches
-    return {"app": source in _group("proxy"),
+    return {"app": source in _group("proxy") | _group("monitoring"),
             "redis": source in _group("signaling_app"),
+            "monitoring": source in _group("monitoring"),
             "ssh": False}[tier]
 
 
