@@ -22,7 +22,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deploy test venv lock test-deps lint unit app-test browser-test molecule resilience resilience-scenario bench clean
+.PHONY: help deploy diagnose test venv lock test-deps lint unit app-test browser-test molecule resilience resilience-scenario bench clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ lock: venv  ## rewrite app/locks/ (the app's dependencies, with hashes) from app
 
 deploy: venv  ## deploy on this machine: PROXY=nginx|apache, INVENTORY=inventories/local
 	$(VENV)/bin/ansible-playbook -i $(INVENTORY) site.yml -e proxy_server=$(PROXY) $(BECOME)
+
+# Read-only: checks the deployment and prints a table of check, host, ok/warn/FAIL and what to do.
+diagnose: venv  ## check a deployment, change nothing (docs/troubleshooting.md): INVENTORY=inventories/local
+	$(VENV)/bin/ansible-playbook -i $(INVENTORY) playbooks/diagnose.yml $(BECOME)
 
 # -- test ------------------------------------------------------------------------
 
