@@ -35,3 +35,8 @@ def assert_service_up(host) -> Callable[[str], None]:
         assert_unit_up(host, unit)
 
     return check
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``replaces_hosts`` last, so every other test sees the hosts converge made."""
+    items.sort(key=lambda item: item.get_closest_marker("replaces_hosts") is not None)
