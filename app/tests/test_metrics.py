@@ -81,3 +81,26 @@ async def test_each_app_counts_on_its_own(make_client, connect):
     await _relay_one_offer(first, connect)
     assert (await _families(second))["signaling_messages_relayed"].samples == []
     assert len((await _families(first))["signaling_messages_relayed"].samples) == 1
+
+
+def test_process_families_survive_a_hidden_proc_stat(tmp_path):
+    """systemd's ProcSubset=pid (the app's unit) hides /proc/stat, where prometheus_client reads
+    the boot time: the families are still there, and the start time is still this process's."""
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    from signaling.metrics import SandboxProcessCollector
+
+    (tmp_path / "self").symlink_to("/proc/self")  # a /proc with this process and no stat file
+    registry = CollectorRegistry()
+    ProcessCollector(proc=str(tmp_path), registry=registry)
+    assert registry.get_sample_value("process_max_fds") is None  # what the library alone gives
+
+    registry = CollectorRegistry()
+    SandboxProcessCollector(proc=str(tmp_path), registry=registry)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert registry.get_sample_value("process_max_fds") == soft
+    assert registry.get_sample_value("process_open_fds") > 0
+    expected = CollectorRegistry()  # the library, with /proc/stat
+    ProcessCollector(registry=expected)
+    assert abs(registry.get_sample_value("process_start_time_seconds")
+               - expected.get_sample_value("process_start_time_seconds")) < 2

@@ -10,6 +10,7 @@ kept elsewhere. Names, labels and types are those of the hand-written exposition
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -91,10 +92,26 @@ class SignalingCollector(Collector):
                                     buckets=buckets, sum_value=m.latency_sum)
 
 
+class SandboxProcessCollector(ProcessCollector):
+    """prometheus_client's process collector, also under systemd's ``ProcSubset=pid``.
+
+    The library takes the boot time from ``/proc/stat`` and exports no ``process_*`` family at
+    all when it cannot read it; the app's unit (roles/signaling_app) hides that file with
+    ``ProcSubset=pid``. The boot time is then the wall clock less ``CLOCK_BOOTTIME``, the clock
+    the kernel derives ``btime`` from. Everything else is read as the library reads it.
+    """
+
+    def _boot_time(self) -> float:
+        try:
+            return super()._boot_time()
+        except OSError:
+            return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def make_registry(metrics: Metrics, gauges: Callable[[], Gauges], version: str) -> CollectorRegistry:
     """A registry of this app's own: the app's families, process_*, python_info, python_gc_*."""
     registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
+    SandboxProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     registry.register(SignalingCollector(metrics, gauges, version))
