@@ -14,7 +14,7 @@ A scenario whose inventory has a `monitoring` group collects these with
   resume); those about the app whose metrics the app exposes return data;
 - an instance stopped on purpose turns WebrtcEdgeInstanceDown pending for it.
 
-The monitoring host(s) come from the inventory directory Molecule writes (the `monitoring`
+The monitoring host(s) come from the inventory directory Molecule writes (testinfra_helpers; the `monitoring`
 group is an extra inventory source there, see molecule/apache/molecule.yml).
 """
 
@@ -29,10 +29,9 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-import testinfra.utils.ansible_runner
 import yaml
 from deployment_checks import Site, WsPeer, _instances, _stopped, proxy_host, run_async, site  # noqa: F401 (fixtures)
-from testinfra_helpers import assert_unit_up, inventory_host
+from testinfra_helpers import assert_unit_up, inventory_host, inventory_hosts
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "monitoring" / "grafana"))
@@ -43,12 +42,7 @@ ROLE_DEFAULTS = REPO / "roles" / "monitoring" / "defaults" / "main.yml"
 API = "http://127.0.0.1:9090/api/v1"
 
 
-def monitoring_hosts() -> list[str]:
-    inventory_dir = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
-    return testinfra.utils.ansible_runner.AnsibleRunner(inventory_dir).get_hosts("monitoring")
-
-
-@pytest.fixture(scope="module", params=monitoring_hosts())
+@pytest.fixture(scope="module", params=inventory_hosts("monitoring"))
 def prom_host(request):
     """Each ``monitoring`` host in turn."""
     return inventory_host(request.param)
@@ -125,7 +119,7 @@ def test_exporter_scraped_where_installed(prom_host, exporter):
     """A target on each host of its groups that has the package, none elsewhere; up."""
     expected = set()
     for group in exporter["groups"]:
-        for name in testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts(group):
+        for name in inventory_hosts(group):
             host = inventory_host(name)
             if host.package(exporter["package"]).is_installed:
                 expected.add(name)

@@ -21,9 +21,11 @@ import testinfra.utils.ansible_runner
 def inventory_hosts(pattern: str = "all") -> list[str]:
     """Names of the scenario's hosts matching ``pattern``, for ``testinfra_hosts``.
 
-    At module level: ``testinfra_hosts = inventory_hosts("proxy")``.
+    At module level: ``testinfra_hosts = inventory_hosts("proxy")``. Read from the inventory
+    directory, so the extra sources a scenario adds (the apache scenario's ``monitoring``
+    group) count as they do for ansible-playbook.
     """
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    inventory = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
     return testinfra.utils.ansible_runner.AnsibleRunner(inventory).get_hosts(pattern)
 
 
