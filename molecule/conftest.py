@@ -38,5 +38,12 @@ def assert_service_up(host) -> Callable[[str], None]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``replaces_hosts`` last, so every other test sees the hosts converge made."""
-    items.sort(key=lambda item: item.get_closest_marker("replaces_hosts") is not None)
+    """Tests marked ``on_converged_hosts`` first, before any test changes the hosts; tests marked
+    ``replaces_hosts`` last, so every other test sees the hosts converge made. Else file order."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("on_converged_hosts"):
+            return 0
+        return 2 if item.get_closest_marker("replaces_hosts") else 1
+
+    items.sort(key=rank)
