@@ -7,7 +7,7 @@
 #   bash molecule/run-scenario.sh cluster
 #   MOLECULE_PROXY=apache bash molecule/run-scenario.sh resilience
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 scenario=${1:?usage: run-scenario.sh SCENARIO}
 label=$scenario${MOLECULE_PROXY:+-$MOLECULE_PROXY}

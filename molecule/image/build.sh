@@ -104,6 +104,7 @@ ensure_dockerd_running() {
     # build lock (fd 9) must not leak into it.
     log "starting dockerd (log: $DOCKERD_LOG)"
     as_root mkdir -p "$(dirname "$DOCKERD_LOG")"
+    # shellcheck disable=SC2016 # $1 is the inner shell's, not this script's
     as_root sh -c 'exec setsid --fork dockerd >>"$1" 2>&1 </dev/null' sh "$DOCKERD_LOG" 9>&-
   fi
   local i
