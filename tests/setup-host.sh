@@ -7,12 +7,17 @@
 # through TURN), debootstrap and docker.io for Molecule's test hosts, and
 # testssl.sh >= 3.2 to grade the deployed TLS (see below), and prometheus for
 # its promtool (the monitoring kit's rule tests and config checks; the daemon is
-# not left running). Idempotent; called by `make test`.
+# not left running), and for `make lint` shellcheck and, where there is no node
+# or npm yet, Debian's nodejs and npm (ESLint, tests/lint/). Idempotent; called
+# by `make test`.
 set -euo pipefail
 
 packages=(nginx apache2 libapache2-mod-evasive nftables iptables redis-server chromium coturn openssl curl
           debootstrap docker.io python3-venv)
-packages+=(prometheus)
+packages+=(prometheus shellcheck)
+# A node and npm from elsewhere (NodeSource, nvm) will do: Debian's would clash with them.
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
