@@ -22,7 +22,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deploy diagnose test venv lock test-deps lint unit app-test browser-test molecule resilience resilience-scenario bench clean
+.PHONY: help deploy diagnose test venv lock test-deps lint lint-shell unit app-test browser-test molecule resilience resilience-scenario bench clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,11 +69,22 @@ test: test-deps lint unit app-test browser-test molecule resilience-scenario  ##
 test-deps: venv
 	bash tests/setup-host.sh
 
-lint: venv  ## yamllint, ansible-lint (production profile), playbook syntax
+lint: venv lint-shell  ## shellcheck, yamllint, ansible-lint (production profile), playbook syntax
 	$(VENV)/bin/yamllint --strict .
 	$(VENV)/bin/ansible-lint --profile production --offline
 	$(VENV)/bin/ansible-playbook -i inventories/local site.yml --syntax-check
 	$(VENV)/bin/ansible-playbook -i inventories/example site.yml --syntax-check
+
+# The shell scripts: files git tracks, or would (untracked, not ignored), named *.sh or *.bash
+# or starting with an sh, bash, dash or ksh #! line. Shell inside Ansible tasks is not linted.
+HASH := \#
+SHELL_SCRIPTS = $(shell awk 'FNR == 1 { if (FILENAME ~ /[.](ba)?sh$$/ || /^$(HASH)!.*[\/ ]((ba|da|k)?sh)([ \t]|$$)/) print FILENAME; nextfile }' \
+                  $(wildcard $(shell git ls-files --cached --others --exclude-standard)) </dev/null)
+
+lint-shell:  ## shellcheck on every shell script (Debian's shellcheck: make test-deps installs it)
+	@command -v shellcheck >/dev/null || { echo "make lint: no shellcheck here; \`make test-deps\` installs it (or: apt-get install shellcheck)" >&2; exit 1; }
+	@scripts="$(SHELL_SCRIPTS)"; [ -n "$$scripts" ] || { echo "make lint: no shell scripts found (not a git checkout?)" >&2; exit 1; }; \
+	  echo "shellcheck $$scripts"; shellcheck $$scripts
 
 unit: venv  ## filter plugins, validators (nginx -t, apache2 -t, gixy), role and playbook checks
 	$(PYTEST) -q tests
