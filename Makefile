@@ -22,7 +22,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deploy diagnose test venv lock test-deps lint lint-shell unit app-test browser-test molecule resilience resilience-scenario bench clean
+.PHONY: help deploy diagnose test venv lock test-deps lint lint-shell lint-js unit app-test browser-test molecule resilience resilience-scenario bench clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,7 +69,7 @@ test: test-deps lint unit app-test browser-test molecule resilience-scenario  ##
 test-deps: venv
 	bash tests/setup-host.sh
 
-lint: venv lint-shell  ## shellcheck, yamllint, ansible-lint (production profile), playbook syntax
+lint: venv lint-shell lint-js  ## shellcheck, ESLint, yamllint, ansible-lint (production profile), playbook syntax
 	$(VENV)/bin/yamllint --strict .
 	$(VENV)/bin/ansible-lint --profile production --offline
 	$(VENV)/bin/ansible-playbook -i inventories/local site.yml --syntax-check
@@ -85,6 +85,17 @@ lint-shell:  ## shellcheck on every shell script (Debian's shellcheck: make test
 	@command -v shellcheck >/dev/null || { echo "make lint: no shellcheck here; \`make test-deps\` installs it (or: apt-get install shellcheck)" >&2; exit 1; }
 	@scripts="$(SHELL_SCRIPTS)"; [ -n "$$scripts" ] || { echo "make lint: no shell scripts found (not a git checkout?)" >&2; exit 1; }; \
 	  echo "shellcheck $$scripts"; shellcheck $$scripts
+
+# ESLint and its configs at the versions of tests/lint/package-lock.json, in tests/lint/node_modules/
+# (gitignored); `npm ci` again only when the lock or package.json is newer than that install.
+JS_LINT := tests/lint
+$(JS_LINT)/node_modules/.installed: $(JS_LINT)/package.json $(JS_LINT)/package-lock.json
+	@command -v npm >/dev/null || { echo "make lint: no npm here; \`make test-deps\` installs it (or: apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(JS_LINT) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+lint-js: $(JS_LINT)/node_modules/.installed  ## ESLint on the app's browser client (npm ci into tests/lint/node_modules first)
+	$(JS_LINT)/node_modules/.bin/eslint --config $(JS_LINT)/eslint.config.js app/src/signaling/static/js $(JS_LINT)/*.js
 
 unit: venv  ## filter plugins, validators (nginx -t, apache2 -t, gixy), role and playbook checks
 	$(PYTEST) -q tests
