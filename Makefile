@@ -44,7 +44,14 @@ $(VENV)/.installed: requirements.txt app/pyproject.toml $(wildcard app/locks/py*
 	$(VENV)/bin/pip install -q -r requirements.txt -c $(VENV)/app-constraints.txt -e './app[test]'
 	@touch $@
 
-venv: $(VENV)/.installed  ## create or update the controller virtualenv (.venv)
+# The clone as the collection webrtc_edge.edge, where ansible.cfg's collections_path looks.
+COLLECTION_LINK = $(VENV)/collections/ansible_collections/webrtc_edge/edge
+
+$(COLLECTION_LINK): | $(VENV)/.installed
+	mkdir -p $(@D)
+	ln -sfn $(CURDIR) $@
+
+venv: $(VENV)/.installed $(COLLECTION_LINK)  ## create or update the controller virtualenv (.venv)
 
 # Needs PyPI. LOCK_ARGS go to uv: --upgrade (all to the newest allowed), --upgrade-package NAME.
 lock: venv  ## rewrite app/locks/ (the app's dependencies, with hashes) from app/pyproject.toml

@@ -17,10 +17,14 @@ REPO = HERE.parents[2]
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("rendered")
+    # The templates name the filters webrtc_edge.edge.*: this clone is that collection.
+    collection = out / "collections" / "ansible_collections" / "webrtc_edge" / "edge"
+    collection.parent.mkdir(parents=True)
+    collection.symlink_to(REPO)
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=str(out / "none.cfg"),  # do not read the repository's ansible.cfg (fact cache, callbacks)
-        ANSIBLE_FILTER_PLUGINS=str(REPO / "plugins" / "filter"),
+        ANSIBLE_COLLECTIONS_PATH=str(out / "collections"),
         ANSIBLE_ROLES_PATH=str(REPO / "roles"),
         ANSIBLE_LOCAL_TEMP=str(out / "tmp"),
         ANSIBLE_NOCOLOR="1",
