@@ -59,7 +59,9 @@ def test_role_is_named_in_the_collection_namespace(role):
 def installed(tmp_path_factory) -> Path:
     """The collection built from this tree and installed into a directory of its own."""
     tmp = tmp_path_factory.mktemp("collection")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(tmp / "none.cfg"), ANSIBLE_NOCOLOR="1")
+    # Only the destination counts: a webrtc_edge.edge found elsewhere would make `install` skip.
+    env = dict(os.environ, ANSIBLE_CONFIG=str(tmp / "none.cfg"), ANSIBLE_COLLECTIONS_PATH=str(tmp / "installed"),
+               ANSIBLE_NOCOLOR="1")
     build = subprocess.run(
         [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp / "dist"), str(ROOT)],
         capture_output=True, text=True, env=env, check=False, timeout=300,
@@ -94,7 +96,7 @@ def test_installed_filters_are_listed_by_ansible_doc(installed, tmp_path):
         [str(BIN / "ansible-doc"), "-t", "filter", "-l", "--json", f"{GALAXY['namespace']}.{GALAXY['name']}"],
         capture_output=True, text=True, env=_isolated_env(installed, tmp_path), check=False, timeout=120,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
     listed = set(json.loads(done.stdout))
     prefix = f"{GALAXY['namespace']}.{GALAXY['name']}."
     assert {prefix + name for name in ("proxy_model", "nginx_site", "apache_site", "tls_profile",
@@ -115,7 +117,7 @@ PLAYBOOK = """
   tasks:
     - name: The proxy model, built by the installed role's own task file
       ansible.builtin.include_role:
-        name: webrtc_edge.edge.proxy_common
+        name: webrtc_edge.edge.proxy
         tasks_from: model.yml
         public: true
     - name: The installed nginx role's site template
