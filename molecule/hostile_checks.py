@@ -95,7 +95,7 @@ __all__ = [
     "test_ended_session_token_refused_on_resume", "test_forged_polling_token_refused",
 ]
 
-# proxy_common defaults (the scenarios do not override them).
+# proxy defaults (the scenarios do not override them).
 API_RATE = 10
 API_BURST = 20
 CLIENT_HEADER_TIMEOUT = 10

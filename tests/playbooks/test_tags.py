@@ -4,7 +4,7 @@ Read from `ansible-playbook --list-tasks --tags X` (no host is contacted): every
 selects, with its play, its role and its tags. The tasks tagged `always` (the preflight and the
 facts plays, the roles' argument checks) run for every tag; of the others, a tag runs every task
 of its roles (the same tasks as a run without --tags) and no task of another role, apart from
-the roles its own roles import (proxy_common and systemd_hardening).
+the roles its own roles import (proxy and systemd_hardening).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ TAG_ROLES = {
 }
 # Roles a role imports in its tasks/main.yml: they run under the importing role's tag.
 IMPORTED = {
-    "nginx": {"proxy_common", "systemd_hardening"},
-    "apache": {"proxy_common", "systemd_hardening"},
+    "nginx": {"proxy", "systemd_hardening"},
+    "apache": {"proxy", "systemd_hardening"},
     "redis": {"systemd_hardening"},
     "coturn": {"systemd_hardening"},
 }

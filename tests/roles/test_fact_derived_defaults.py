@@ -32,7 +32,7 @@ MID_HOST = {"processor_vcpus": 8, "memtotal_mb": 32768}
 BIG_HOST = {"processor_vcpus": 64, "memtotal_mb": 524288}
 NO_FACTS: dict = {}  # gather_facts: false, as in tests/roles/test_signaling_app_render.py
 
-# The proxy_common defaults that read other hosts or roles, as a lone proxy host without an app group.
+# The proxy defaults that read other hosts or roles, as a lone proxy host without an app group.
 PROXY_CONTEXT = {"groups": {}, "inventory_hostname": "proxy1"}
 
 
@@ -61,18 +61,18 @@ def spec_option(role: str, name: str) -> dict:
     (NO_FACTS, 32),       # the proxy model's own default
 ])
 def test_proxy_keepalive_follows_the_cpus(facts, keepalive):
-    assert resolved_defaults("proxy_common", facts, **PROXY_CONTEXT)["proxy_keepalive"] == keepalive
-    assert ansible_default("proxy_common", "proxy_keepalive", facts) == keepalive
+    assert resolved_defaults("proxy", facts, **PROXY_CONTEXT)["proxy_keepalive"] == keepalive
+    assert ansible_default("proxy", "proxy_keepalive", facts) == keepalive
 
 
 def test_proxy_keepalive_without_facts_is_the_models_default():
     """gather_facts: false (tests/plugins/filter/playbooks/render.yml) gives what the filter gives alone."""
-    assert ansible_default("proxy_common", "proxy_keepalive", NO_FACTS) == pm.DEFAULTS["keepalive"]
+    assert ansible_default("proxy", "proxy_keepalive", NO_FACTS) == pm.DEFAULTS["keepalive"]
 
 
 @pytest.mark.parametrize("facts", [SMALL_HOST, TWO_GIB, TEST_MACHINE, BIG_HOST])
 def test_proxy_model_renders_the_derived_keepalive(facts):
-    keepalive = resolved_defaults("proxy_common", facts, **PROXY_CONTEXT)["proxy_keepalive"]
+    keepalive = resolved_defaults("proxy", facts, **PROXY_CONTEXT)["proxy_keepalive"]
     spec = {"server_names": ["signal.example.org"], "upstreams": [{"address": "127.0.0.1", "port": 8081}],
             "keepalive": keepalive}
     model = pm.build_proxy_model(spec)
@@ -100,13 +100,13 @@ def test_open_files_cover_the_websockets_nginx_holds(facts):
     WebSocket is two nginx connections), plus every worker's idle keepalive pool."""
     nofile = ansible_default("signaling_app", "signaling_app_limit_nofile", facts)
     nginx = resolved_defaults("nginx", facts, __nginx_nofile_hard_limit=1048576)
-    keepalive = resolved_defaults("proxy_common", facts, **PROXY_CONTEXT)["proxy_keepalive"]
+    keepalive = resolved_defaults("proxy", facts, **PROXY_CONTEXT)["proxy_keepalive"]
     pools = int(nginx["nginx_worker_processes"]) * keepalive
     assert nofile >= min(nginx["nginx_max_connections"] // 2 + pools, 1048576)
 
 
 @pytest.mark.parametrize(("role", "name"), [
-    ("proxy_common", "proxy_keepalive"),
+    ("proxy", "proxy_keepalive"),
     ("signaling_app", "signaling_app_limit_nofile"),
 ])
 @pytest.mark.parametrize("facts", [TWO_GIB, TEST_MACHINE, BIG_HOST, NO_FACTS])

@@ -113,5 +113,5 @@ def test_spec_defaults_equal_the_defaults(role):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_public_variables_carry_the_role_prefix(role):
-    prefix = {"proxy_common": "proxy_"}.get(role, f"{role}_")
+    prefix = {"proxy": "proxy_"}.get(role, f"{role}_")
     assert [name for name in _defaults(role) if not name.startswith(prefix)] == []
