@@ -38,8 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from wsclient import mask  # noqa: E402
+import common
+from wsclient import mask
 
 OP_CONT, OP_TEXT, OP_CLOSE, OP_PING = 0x0, 0x1, 0x8, 0x9
 KEY = b"\x01\x02\x03\x04"

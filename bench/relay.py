@@ -24,7 +24,6 @@ import asyncio
 import gc
 import json
 import os
-import statistics
 import sys
 import time
 from array import array
@@ -32,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from wsclient import client_frame, connect  # noqa: E402
+import common
+from wsclient import client_frame, connect
 
 SDP_LINE = "a=candidate:842163049 1 udp 1677729535 198.51.100.7 46154 typ srflx raddr 0.0.0.0 rport 0 generation 0 "
 

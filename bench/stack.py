@@ -58,10 +58,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-import idle  # noqa: E402
-import polling  # noqa: E402
-import relay  # noqa: E402
+import common
+import idle
+import polling
+import relay
 
 SCENARIO = "bench"
 CONTAINER = "webrtc-edge-bench"

@@ -271,7 +271,7 @@ class WsPeer(Peer):
                 ws = await self.load.http.ws_connect(
                     f"{self.load.base}/ws?resume={self.token}&ack={self.last_seq}", heartbeat=None)
                 welcome = await ws.receive_json(timeout=10)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, TypeError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, OSError, TypeError, ValueError):
                 await asyncio.sleep(RETRY_DELAY)
                 continue
             if welcome.get("code") == "unavailable":  # the backend failed (1013): again
@@ -359,7 +359,7 @@ class PollingPeer(Peer):
                         self.seq_anomalies.append(f"{self.name}: Signaling-Lost {resp.headers['Signaling-Lost']}")
                     for msg in await resp.json():
                         self.handle(msg)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
                 self.retries += 1
                 await asyncio.sleep(RETRY_DELAY)
 
@@ -386,7 +386,7 @@ class PollingPeer(Peer):
                                 await asyncio.sleep(RESYNC_DELAY)  # some were refused (rate): after a moment
                             continue
                         self.errors[f"http-{resp.status}"] += 1
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError):
+                except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
                     self.errors["http-failed"] += 1
                 self.retries += 1
                 await asyncio.sleep(RETRY_DELAY)

@@ -48,8 +48,8 @@ from dataclasses import dataclass
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from deployment_checks import proxy_host, site  # noqa: F401 (fixtures)
-from hardening_checks import _controller_secret, turn_host  # noqa: F401 (fixture)
+from deployment_checks import proxy_host, site
+from hardening_checks import _controller_secret, turn_host
 from testinfra_helpers import container_address, inventory_host, inventory_hosts, run_ca_file
 
 __all__ = [

@@ -625,7 +625,7 @@ class Fuzz:
             body = await resp.read()
             self.check_response(resp.status, resp.content_type, body, f"GET {path}")
         if resp.status == 200:
-            assert body in self.static_files or url.path.startswith("/uploads/") and body in self.upload_contents(), \
+            assert body in self.static_files or (url.path.startswith("/uploads/") and body in self.upload_contents()), \
                 f"GET {path} served something outside the static and upload roots: {body[:200]!r}"
 
     def upload_contents(self) -> set[bytes]:

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: webrtc-edge contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The host firewall: one validated model of what a host opens, rendered as an nftables table.

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: webrtc-edge contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """One validated reverse-proxy model, rendered for nginx or Apache.

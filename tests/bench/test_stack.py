@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-import stack  # noqa: E402
+import stack
 
 RECAP = """
 PLAY RECAP *********************************************************************

@@ -32,7 +32,7 @@ def write_cert(directory, key_type, names):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if key_type == "rsa" \
         else ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

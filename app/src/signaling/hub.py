@@ -14,9 +14,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from . import protocol as p
 from aiohttp import web
 
+from . import protocol as p
 from .config import Settings
 from .metrics import Metrics
 from .rooms import Room, may_signal, peer_info

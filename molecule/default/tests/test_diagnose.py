@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from testinfra_helpers import inventory_host, inventory_hosts, instance_ports
+from testinfra_helpers import instance_ports, inventory_host, inventory_hosts
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
