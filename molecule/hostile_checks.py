@@ -568,19 +568,19 @@ def test_flooding_peer_rate_limited_without_slowing_others(site):
                 assert await asyncio.to_thread(_rate_limited_total) > limited, "no flood was rate-limited"
                 for flood in floods:
                     assert flood["close"] in (1008, 1006), flood
-                if all(now <= 2 * was for was, now in zip(before, during)):
+                if all(now <= 2 * was for was, now in zip(before, during, strict=True)):
                     break
             for peer in quiet:
                 await peer.ws.close()
         return attempts, floods
 
     attempts, floods = run_async(scenario())
-    shown = [[f"{was * 1000:.2f} -> {now * 1000:.2f} ms" for was, now in zip(*a)] for a in attempts]
+    shown = [[f"{was * 1000:.2f} -> {now * 1000:.2f} ms" for was, now in zip(*a, strict=True)] for a in attempts]
     _write_flood_artifact(attempts, floods)
     print(f"median round trips before -> during the flood, by attempt: {shown}; "
           f"pings each flooder sent before its close: {[f['sent'] for f in floods]}")
     before, during = attempts[-1]
-    assert all(now <= 2 * was for was, now in zip(before, during)), f"round trips slowed over 2x: {shown}"
+    assert all(now <= 2 * was for was, now in zip(before, during, strict=True)), f"round trips slowed over 2x: {shown}"
 
 
 def _write_flood_artifact(attempts: list[tuple[list[float], list[float]]], floods: list[dict]) -> None:
@@ -769,7 +769,7 @@ async def _resume_frames(session, token: str) -> list:
             if msg.type == aiohttp.WSMsgType.CLOSE:
                 # The code in the server's close frame. ws.close_code can read 1006 instead
                 # when the proxy has closed the TCP connection before aiohttp writes its reply.
-                return frames + [("close", msg.data)]
+                return [*frames, ("close", msg.data)]
             frames.append(json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else (msg.type, msg.data))
             if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                 return frames

@@ -510,7 +510,7 @@ class Load:
             delivered += len(set(got))
             lost += len(set(range(1, n_sent + 1)) - set(got))
             duplicated += len(got) - len(set(got))
-            reordered += sum(1 for a, b in zip(got, got[1:]) if b <= a)
+            reordered += sum(1 for a, b in itertools.pairwise(got) if b <= a)
         latencies = [lat for p in self.peers for arr in p.arrivals.values() for _, lat in arr]
         errors: collections.Counter = collections.Counter()
         for p in self.peers:
@@ -559,7 +559,7 @@ class Load:
             dups = len(got) - len(set(got))
             if dups:
                 out.append(f"{sender.name} -> {receiver.name}: {dups} duplicated")
-            if any(b <= a for a, b in zip(got, got[1:])):
+            if any(b <= a for a, b in itertools.pairwise(got)):
                 out.append(f"{sender.name} -> {receiver.name}: out of order: {got[:20]}")
         for p in self.peers:
             out += p.seq_anomalies[:5]

@@ -7,6 +7,7 @@ variables the role defaults, and the README's variable table names each of them.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,7 @@ def test_every_default_has_a_comment_above_it(role):
     lines = path.read_text().splitlines() if path.is_file() else []
     bare = [
         line.split(":")[0]
-        for before, line in zip([""] + lines, lines)
+        for before, line in itertools.pairwise(["", *lines])
         if line[:1].isalpha() and ":" in line and not before.startswith("#")
     ]
     assert not bare, f"roles/{role}/defaults/main.yml: no comment line right above {bare}"

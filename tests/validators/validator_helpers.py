@@ -74,7 +74,7 @@ def model_spec(tmp_path, kind, key_type="ecdsa"):
         app1 = [{"address": "10.0.1.11", "port": 8081}, {"address": "10.0.1.11", "port": 8082}]
         spec = {
             "server_names": names,
-            "upstreams": app1 + [{"address": "10.0.1.12", "port": 8081}, {"address": "10.0.1.12", "port": 8082}],
+            "upstreams": [*app1, {"address": "10.0.1.12", "port": 8081}, {"address": "10.0.1.12", "port": 8082}],
             "files_from_disk": False,
             "uploads_upstreams": app1,
         }

@@ -84,7 +84,7 @@ class SignalingCollector(Collector):
         yield CounterMetricFamily("signaling_resume_failures_total",
                                   "Resume attempts with an unknown or expired token.", value=m.resume_failures)
         buckets, cumulative = [], 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), m.latency_counts):
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), m.latency_counts, strict=True):
             cumulative += count
             buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
         yield HistogramMetricFamily("signaling_relay_latency_seconds",

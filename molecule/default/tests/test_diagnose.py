@@ -104,7 +104,7 @@ def test_diagnose_names_each_fault(broken, host):
 
 
 def test_diagnose_leaves_the_other_rows_ok(broken):
-    _, rows, output = broken
+    _, rows, _output = broken
     ok = {r["check"] for r in by_result(rows, "ok")}
     for check in ("certificate", "DNS", "HTTP -> HTTPS", "HSTS", "WebSocket /ws", "long-polling /api",
                   "Redis", "firewall", "clock"):

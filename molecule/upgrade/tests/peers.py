@@ -34,6 +34,7 @@ close to the resumed ``welcome``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import ssl
 import time
@@ -84,7 +85,7 @@ class Stream:
     def longest_gap(self) -> float:
         """Longest time between two consecutive arrivals, in seconds."""
         times = [a.at for a in self.arrivals]
-        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 @dataclass
