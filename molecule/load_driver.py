@@ -40,7 +40,9 @@ import json
 import random
 import ssl
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -173,6 +175,7 @@ class WsPeer(Peer):
         self.closing = False
         self.resyncing = False
         self.reader: asyncio.Task | None = None
+        self.spawned: set[asyncio.Task] = set()  # resumes, pumps, resyncs: referenced until done
         self.pinged = 0.0
         self.pumping = False
         self.rewind: int | None = None     # a resync while pumping: send again from here
@@ -202,15 +205,21 @@ class WsPeer(Peer):
                 if obj.get("type") == "error" and obj.get("code") in RETRIED_CODES:
                     self._resync_soon()
                 elif obj.get("type") == "pong" and obj.get("ref") == "resync":
-                    asyncio.create_task(self._pump())
+                    self._spawn(self._pump())
                 elif obj.get("type") == "pong" and self.kept and time.monotonic() - self.kept[0].sent_at > STUCK_AFTER:
                     self._resync_soon()
                 continue
             if self.closing:
                 return
             self.online.clear()
-            asyncio.create_task(self._resume(time.monotonic()))
+            self._spawn(self._resume(time.monotonic()))
             return
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        """Run ``coro`` on its own; the loop keeps only weak references to tasks."""
+        task = asyncio.create_task(coro)
+        self.spawned.add(task)
+        task.add_done_callback(self.spawned.discard)
 
     def _resync_soon(self) -> None:
         """Ping after a moment; the pong's ``received`` says what to send again."""
@@ -224,7 +233,7 @@ class WsPeer(Peer):
             if self.online.is_set():  # else the resume sends everything kept
                 await self._send('{"type":"ping","id":"resync"}')
 
-        asyncio.create_task(resync())
+        self._spawn(resync())
 
     async def _send(self, text: str) -> bool:
         """Send at our pace."""

@@ -100,7 +100,7 @@ def test_debian_files_untouched(prom_host):
 # -- what it scrapes ---------------------------------------------------------------------------
 
 def test_every_app_instance_scraped_and_up(prom_host):
-    expected = {f"{'[%s]' % i.address if ':' in i.address else i.address}:{i.port}" for i in _instances()}
+    expected = {f"{f'[{i.address}]' if ':' in i.address else i.address}:{i.port}" for i in _instances()}
     assert expected
 
     def app_targets() -> dict[str, str]:
@@ -172,18 +172,18 @@ def traffic(prom_host, site):
 
 
 # One command on the host queries every expression (each testinfra command is an Ansible run).
-_QUERY_ALL = """
+_QUERY_ALL = f"""
 import json, sys, urllib.error, urllib.parse, urllib.request
-out = {}
+out = {{}}
 for expr in json.loads(sys.argv[1]):
-    url = "%s/query?" + urllib.parse.urlencode({"query": expr})
+    url = "{API}/query?" + urllib.parse.urlencode({{"query": expr}})
     try:
         with urllib.request.urlopen(url, timeout=20) as resp:
             out[expr] = json.load(resp)
     except urllib.error.HTTPError as exc:
         out[expr] = json.load(exc)
 print(json.dumps(out))
-""" % API
+"""
 
 
 @pytest.fixture(scope="module")

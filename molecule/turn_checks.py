@@ -305,7 +305,7 @@ def test_turns_allocation_with_the_apps_credential(turn_host, ice_servers):
         client.release()
     assert int(config["min-port"]) <= port <= int(config["max-port"]), (address, port)
     # The wrong credential is refused over TLS as well.
-    with _turns(turn_host, urls) as tls, pytest.raises(TurnError, match="^401"):
+    with _turns(turn_host, urls) as tls, pytest.raises(TurnError, match=r"^401"):
         TurnClient(tls, urls.username, base64.b64encode(secrets.token_bytes(20)).decode()).allocate()
 
 
@@ -341,7 +341,7 @@ def test_one_session_gets_its_quota_and_no_more(turn_host, ice_servers, capsys):
             client.allocate()
         refused = TurnClient.udp(address, port, *credentials[0])
         held.append(refused)
-        with pytest.raises(TurnError, match="^486"):
+        with pytest.raises(TurnError, match=r"^486"):
             refused.allocate()
         other = TurnClient.udp(address, port, *rest_credential(secret, f"other-{secrets.token_hex(4)}", now + 600))
         held.append(other)

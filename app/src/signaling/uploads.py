@@ -57,7 +57,8 @@ async def upload(request: web.Request) -> web.Response:
     partial = directory / f".{name}.part"
     size = 0
     try:
-        with open(partial, "xb") as fh:
+        # Local disk in CHUNK-sized writes: quicker inline than a hop to a worker thread
+        with open(partial, "xb") as fh:  # noqa: ASYNC230
             while chunk := await part.read_chunk(CHUNK):
                 size += len(chunk)
                 if size > limit:

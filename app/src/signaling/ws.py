@@ -84,7 +84,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if sess is not None and sess.ws is None and sess.detached_at is None:
             sess.detached_at = time.monotonic()  # the resume window runs; the sweeper ends it
         return _taken_over()
-    except Exception as exc:  # the backend failed (cluster: Redis unreachable or overloaded)
+    except Exception as exc:  # noqa: BLE001 - the backend failed (cluster: Redis unreachable or overloaded)
         log.warning("could not open or resume a session", extra={"error": str(exc)})
         if sess is not None and sess.ws is None and sess.detached_at is None:
             sess.detached_at = time.monotonic()

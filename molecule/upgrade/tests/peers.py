@@ -166,6 +166,7 @@ class WsPeer(Peer):
         self._send_lock = asyncio.Lock()
         self._closing = False
         self._reader: asyncio.Task | None = None
+        self._resumes: set[asyncio.Task] = set()  # referenced until done: the loop keeps weak ones
 
     @property
     def unconfirmed(self) -> int:
@@ -206,7 +207,9 @@ class WsPeer(Peer):
                 if not waiter.done():
                     waiter.set_exception(ConnectionResetError("connection lost"))
             self._pongs.clear()
-            asyncio.create_task(self._resume(), name=f"resume-{self.name}")
+            resume = asyncio.create_task(self._resume(), name=f"resume-{self.name}")
+            self._resumes.add(resume)
+            resume.add_done_callback(self._resumes.discard)
             return
 
     def _confirm(self, ref: int | str) -> None:

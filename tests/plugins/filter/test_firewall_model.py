@@ -74,7 +74,7 @@ def test_bad_input_is_refused_with_a_message(change, message):
 
 
 def test_the_filter_names_itself_in_errors():
-    with pytest.raises(fm.AnsibleFilterError, match="^firewall_model: firewall_allow"):
+    with pytest.raises(fm.AnsibleFilterError, match=r"^firewall_model: firewall_allow"):
         fm.FilterModule().filters()["firewall_model"]({"allow": [{"port": 0}]})
 
 
