@@ -210,7 +210,8 @@ def _sources(value, what):
                     f"{what}: the addresses of {host} are unknown (its facts were not gathered in this run): "
                     "run the whole inventory (playbooks/preflight.yml covers every host), or set "
                     f"firewall_host_addresses for {host}")
-            networks += [_network(a, f"{what}: {host}'s address") for a in _list(addresses, f"{what}: {host}'s addresses")]
+            networks += [_network(a, f"{what}: {host}'s address")
+                         for a in _list(addresses, f"{what}: {host}'s addresses")]
     else:
         networks = [_network(a, f"{what}[{i}]") for i, a in enumerate(_list(value, f"{what} (or 'any')"))]
     v4 = ipaddress.collapse_addresses(n for n in networks if n.version == 4)
@@ -225,7 +226,8 @@ def _net_string(network):
 
 def _comment(value, what):
     if not isinstance(value, str) or not _COMMENT_RE.match(value.strip()):
-        raise ValueError(f"{what} must be 1 to 100 letters, digits, spaces or _.,:;/()[]+=@'- (no quotes), got {value!r}")
+        raise ValueError(
+            f"{what} must be 1 to 100 letters, digits, spaces or _.,:;/()[]+=@'- (no quotes), got {value!r}")
     return value.strip()
 
 
@@ -298,7 +300,8 @@ def build_firewall_model(spec):
     ssh = _mapping(spec.get("ssh", {}), "firewall_ssh")
     port = _port_number(ssh.get("port", 22), "firewall_ssh_port")
     rules = [_rule(item, f"rules[{i}]") for i, item in enumerate(_list(spec.get("rules", []), "rules"))]
-    rules += [_rule(item, f"firewall_allow[{i}]") for i, item in enumerate(_list(spec.get("allow", []), "firewall_allow"))]
+    rules += [_rule(item, f"firewall_allow[{i}]")
+              for i, item in enumerate(_list(spec.get("allow", []), "firewall_allow"))]
     if isinstance(ssh.get("from"), str):
         raise ValueError("firewall_ssh_allow must be a list of addresses or networks (0.0.0.0/0 and ::/0: anywhere)")
     ssh_v4, ssh_v6 = _sources(ssh.get("from") or [], "firewall_ssh_allow")

@@ -703,7 +703,8 @@ def _check_model(model):
     model = _mapping(model, "model")
     missing = {"name", "server_names", "upstream", "tls", "headers", "locations"} - set(model)
     if missing:
-        raise ValueError(f"input is not a proxy model (missing {', '.join(sorted(missing))}); pipe it through proxy_model first")
+        raise ValueError(
+            f"input is not a proxy model (missing {', '.join(sorted(missing))}); pipe it through proxy_model first")
     return model
 
 
@@ -1006,7 +1007,8 @@ def render_nginx_site(model, nginx_version="1.22.1", headers_include=NGINX_HEADE
     out += render_nginx_upstream(model).splitlines() + [""]
 
     out += ["# Unknown Host names on port 80: close the connection without an answer.", "server {"]
-    out += _block(_nginx_listen(model, "http", "", default=True) + ["server_name _;", "server_tokens off;", "return 444;"])
+    out += _block(
+        _nginx_listen(model, "http", "", default=True) + ["server_name _;", "server_tokens off;", "return 444;"])
     out += ["}", ""]
 
     out += ["# Unknown names on the TLS port: refuse the handshake (421 for coalesced HTTP/2).", "server {"]

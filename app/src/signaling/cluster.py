@@ -495,7 +495,8 @@ class RedisHub(Hub):
         digest = hashlib.sha256(f"{room}\0{secret}".encode()).hexdigest() if secret is not None else ""
         me = {"id": sess.id, "role": role, "name": name}
         note = prefix_of({"type": "peer-joined", "room": room, "peer": me})
-        result = await self._join(args=self._args(sess.id, room, role, digest, s.room_max_peers, p.dumps(me), note, cseq))
+        result = await self._join(
+            args=self._args(sess.id, room, role, digest, s.room_max_peers, p.dumps(me), note, cseq))
         status = result[0].decode()
         if status in ("repeat", "gap"):
             await self.admitted(sess, self._counted(sess, cseq, p.REPEAT if status == "repeat" else p.GAP), ref)

@@ -266,7 +266,8 @@ class Hub:
             raise p.ProtocolError(p.UNKNOWN_PEER, "no peer with that id", msg.get("id"))
         if not may_signal(sess, target, self.settings.public_mode):
             raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", msg.get("id"))
-        await self.deliver(target, b"%s%s\",\"data\":%s,\"seq\":" % (_RELAY_HEAD[kind], sess.id.encode(), p.encode_data(msg)))
+        await self.deliver(
+            target, b"%s%s\",\"data\":%s,\"seq\":" % (_RELAY_HEAD[kind], sess.id.encode(), p.encode_data(msg)))
         self.metrics.relayed[kind] += 1
         self.metrics.observe_latency(time.monotonic() - now)
 
