@@ -75,7 +75,8 @@ class Session:
                 self.on_message(m)
 
     async def close(self) -> None:
-        async with self.http.delete(f"{self.base}/api/sessions/{self.id}", headers=self.headers, server_hostname=self.sni):
+        async with self.http.delete(f"{self.base}/api/sessions/{self.id}", headers=self.headers,
+                                    server_hostname=self.sni):
             pass
 
 

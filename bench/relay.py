@@ -106,11 +106,13 @@ class PeerJS(Flavor):
 
     def offer(self, to: str, size: int) -> bytes:
         return padded(lambda sdp: json.dumps(
-            {"type": "OFFER", "dst": to, "payload": {"type": "offer", "sdp": sdp}}, separators=(",", ":")).encode(), size)
+            {"type": "OFFER", "dst": to, "payload": {"type": "offer", "sdp": sdp}},
+            separators=(",", ":")).encode(), size)
 
     def answer(self, to: str, size: int) -> bytes:
         return padded(lambda sdp: json.dumps(
-            {"type": "ANSWER", "dst": to, "payload": {"type": "answer", "sdp": sdp}}, separators=(",", ":")).encode(), size)
+            {"type": "ANSWER", "dst": to, "payload": {"type": "answer", "sdp": sdp}},
+            separators=(",", ":")).encode(), size)
 
 
 FLAVORS = {"signaling": Ours, "peerjs": PeerJS}
@@ -321,7 +323,8 @@ def table(summary: dict[str, dict[str, object]]) -> str:
     rows = [("server", "msgs/s", "p50 ms", "p99 ms", "server CPU", "msgs/CPU-s", "gen CPU", "rounds (msgs/s)")]
     for name, s in summary.items():
         rows.append((name, f"{s['messages_per_s']:,.0f}", f"{s['rtt_p50_ms']:.2f}", f"{s['rtt_p99_ms']:.2f}",
-                     f"{s['server_cpu_pct']:.0f}%", f"{s['messages_per_server_cpu_s']:,.0f}", f"{s['client_cpu_pct']:.0f}%",
+                     f"{s['server_cpu_pct']:.0f}%", f"{s['messages_per_server_cpu_s']:,.0f}",
+                     f"{s['client_cpu_pct']:.0f}%",
                      " ".join(f"{r:,.0f}" for r in s["all_rounds_messages_per_s"])))
     return common.table(rows)
 
@@ -382,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(summary))
     if "targets" in result:
         t = result["targets"]
-        print(f"throughput ratio {t['throughput_ratio']:.2f}x (target >= 1.25x: {'ok' if t['throughput_ok'] else 'MISSED'}); "
+        print(f"throughput ratio {t['throughput_ratio']:.2f}x "
+              f"(target >= 1.25x: {'ok' if t['throughput_ok'] else 'MISSED'}); "
               f"p99 {'ok' if t['p99_ok'] else 'MISSED'} (ours <= PeerJS's)")
     print(f"written: {out}")
     return 0

@@ -547,8 +547,9 @@ FLOOD_ATTEMPTS = 5
 def test_flooding_peer_rate_limited_without_slowing_others(site):
     """Every flood is rate-limited (the instances count it), then cut off (1008, or 1006 when
     the reset beat the close frame); quiet peers' median round trips
-    stay within 2x (figures in molecule/artifacts/<scenario>/flood.json). This host is shared with other runs whose load comes and goes: a
-    measurement over 2x is taken again, up to FLOOD_ATTEMPTS times, and every one is shown."""
+    stay within 2x (figures in molecule/artifacts/<scenario>/flood.json). This host is shared
+    with other runs whose load comes and goes: a measurement over 2x is taken again, up to
+    FLOOD_ATTEMPTS times, and every one is shown."""
     # One quiet peer per instance (the balancer spreads them), so a flooder always shares an
     # instance with one of them.
     instances = len(_instances())

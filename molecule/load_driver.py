@@ -572,7 +572,8 @@ class Load:
                 out.append(f"{sender.name} -> {receiver.name}: out of order: {got[:20]}")
         for p in self.peers:
             out += p.seq_anomalies[:5]
-            unexpected = {code: n for code, n in p.errors.items() if code not in RETRIED_CODES and not code.startswith("http-")}
+            unexpected = {code: n for code, n in p.errors.items()
+                          if code not in RETRIED_CODES and not code.startswith("http-")}
             if unexpected:
                 out.append(f"{p.name}: errors {unexpected}")
             if p.kept:

@@ -104,7 +104,8 @@ def test_every_app_instance_scraped_and_up(prom_host):
     assert expected
 
     def app_targets() -> dict[str, str]:
-        return {t["labels"]["instance"]: t["health"] for t in _targets(prom_host) if t["labels"]["job"] == "webrtc_edge_app"}
+        return {t["labels"]["instance"]: t["health"] for t in _targets(prom_host)
+                if t["labels"]["job"] == "webrtc_edge_app"}
 
     _wait("every app target up", lambda: set(app_targets().values()) == {"up"}, timeout=30)
     assert set(app_targets()) == expected
@@ -224,7 +225,8 @@ def test_stopped_instance_turns_instance_down_pending(prom_host, site):
 
     def state() -> str:
         for alert in _api(prom_host, "alerts")["alerts"]:
-            if alert["labels"].get("alertname") == "WebrtcEdgeInstanceDown" and alert["labels"].get("instance") == target:
+            labels = alert["labels"]
+            if labels.get("alertname") == "WebrtcEdgeInstanceDown" and labels.get("instance") == target:
                 return alert["state"]
         return ""
 

@@ -288,7 +288,8 @@ def test_turns_protocols_follow_the_proxy_profile(turn_host, ice_servers, versio
     assert accepted, f"{version} accepted"
     assert negotiated == version.replace("_", ".")
     if version == "TLSv1_2":
-        assert re.fullmatch(r"ECDHE-(ECDSA|RSA)-(AES128-GCM-SHA256|AES256-GCM-SHA384|CHACHA20-POLY1305)", cipher), cipher
+        assert re.fullmatch(r"ECDHE-(ECDSA|RSA)-(AES128-GCM-SHA256|AES256-GCM-SHA384|CHACHA20-POLY1305)",
+                            cipher), cipher
         cbc = _tls_context(minimum_version=tls_version, maximum_version=tls_version)
         cbc.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA")
         with pytest.raises((ssl.SSLError, ConnectionError)):

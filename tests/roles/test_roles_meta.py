@@ -69,7 +69,8 @@ def test_entry_points_take_only_defaulted_variables(role):
         extra = sorted(set((spec or {}).get("options") or {}) - defaults)
         assert not extra, f"roles/{role}: entry point {entry} takes variables without a default: {extra}"
         tasks = ROLES_DIR / role / "tasks" / f"{entry}.yml"
-        assert tasks.is_file(), f"roles/{role}: argument_specs names entry point {entry} but tasks/{entry}.yml is missing"
+        assert tasks.is_file(), (f"roles/{role}: argument_specs names entry point {entry} "
+                                 f"but tasks/{entry}.yml is missing")
 
 
 @pytest.mark.parametrize("role", ROLES)

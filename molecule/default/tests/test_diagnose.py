@@ -73,7 +73,8 @@ def broken(host):
         host.check_output(f"sed -i '{site[:ws.end()].count(chr(10)) + 1}s/proxy_read_timeout {ws.group(1)}s;/"
                           f"proxy_read_timeout 20s;/' {NGINX_SITE}")
         host.check_output("nginx -t -q && systemctl reload nginx")
-        turn.check_output(f"sed -i 's/^static-auth-secret=.*/static-auth-secret=not-the-apps-secret-0123456789/' {TURN_CONFIG}")
+        turn.check_output("sed -i 's/^static-auth-secret=.*/static-auth-secret=not-the-apps-secret-0123456789/' "
+                          f"{TURN_CONFIG}")
         turn.check_output("systemctl restart coturn")
         return diagnose()
     finally:  # before the result is returned: the last test and later files find the host repaired

@@ -320,7 +320,8 @@ class PollingPeer(Peer):
         self.id, self.token = welcome["id"], welcome["token"]
         names[self.id] = self.name
         self._poller = asyncio.create_task(self._poll(), name=f"poll-{self.name}")
-        self._unsent.append(("", 0, json.dumps({"type": "join", "room": self.room, "role": self.role, "name": self.name})))
+        join = {"type": "join", "room": self.room, "role": self.role, "name": self.name}
+        self._unsent.append(("", 0, json.dumps(join)))
         await self._flush()
         await self.joined.wait()
 
