@@ -73,13 +73,17 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-try:
+if TYPE_CHECKING:  # the real class; the stand-in below is only for runs without Ansible
     from ansible.errors import AnsibleFilterError
-except ImportError:  # pragma: no cover - only without ansible-core installed
+else:
+    try:
+        from ansible.errors import AnsibleFilterError
+    except ImportError:  # pragma: no cover - only without ansible-core installed
 
-    class AnsibleFilterError(Exception):
-        """Stand-in so the pure functions stay importable without Ansible."""
+        class AnsibleFilterError(Exception):
+            """Stand-in so the pure functions stay importable without Ansible."""
 
 
 # ---------------------------------------------------------------------------
@@ -162,7 +166,7 @@ def _port_ranges(value, what):
         else:
             low = high = _port_number(item, label)
         ranges.append((low, high))
-    merged = []
+    merged: list[tuple[int, int]] = []
     for low, high in sorted(ranges):
         if merged and low <= merged[-1][1] + 1:
             merged[-1] = (merged[-1][0], max(high, merged[-1][1]))

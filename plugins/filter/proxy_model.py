@@ -77,13 +77,17 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-try:
+if TYPE_CHECKING:  # the real class; the stand-in below is only for runs without Ansible
     from ansible.errors import AnsibleFilterError
-except ImportError:  # pragma: no cover - only without ansible-core installed
+else:
+    try:
+        from ansible.errors import AnsibleFilterError
+    except ImportError:  # pragma: no cover - only without ansible-core installed
 
-    class AnsibleFilterError(Exception):
-        """Stand-in so the pure functions stay importable without Ansible."""
+        class AnsibleFilterError(Exception):
+            """Stand-in so the pure functions stay importable without Ansible."""
 
 
 # ---------------------------------------------------------------------------
@@ -135,7 +139,7 @@ DEFAULT_GZIP_TYPES = [
 #: Static file names carrying a content hash (``app.3f9a1c2b.js``) may be cached for a year.
 FINGERPRINT_REGEX = r"\.[0-9a-f]{8,}\.[A-Za-z0-9]+$"
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "name": "webrtc-edge",
     "http_port": 80,
     "https_port": 443,
