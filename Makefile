@@ -69,8 +69,10 @@ test: test-deps lint unit app-test browser-test molecule resilience-scenario  ##
 test-deps: venv
 	bash tests/setup-host.sh
 
-lint: venv  ## yamllint, ansible-lint (production profile), playbook syntax
+lint: venv  ## yamllint, ruff, mypy (app/src, plugins), ansible-lint (production profile), playbook syntax
 	$(VENV)/bin/yamllint --strict .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/ansible-lint --profile production --offline
 	$(VENV)/bin/ansible-playbook -i inventories/local site.yml --syntax-check
 	$(VENV)/bin/ansible-playbook -i inventories/example site.yml --syntax-check
