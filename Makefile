@@ -76,8 +76,10 @@ test: test-deps lint unit app-test browser-test molecule resilience-scenario  ##
 test-deps: venv
 	bash tests/setup-host.sh
 
-lint: venv lint-shell lint-js  ## shellcheck, ESLint, yamllint, ansible-lint (production profile), playbook syntax
+lint: venv lint-shell lint-js  ## shellcheck, ESLint, yamllint, ruff, mypy, ansible-lint (production profile), playbook syntax
 	$(VENV)/bin/yamllint --strict .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/ansible-lint --profile production --offline
 	$(VENV)/bin/ansible-playbook -i inventories/local site.yml --syntax-check
 	$(VENV)/bin/ansible-playbook -i inventories/example site.yml --syntax-check

@@ -286,4 +286,4 @@ def _peer_version() -> str:
 def table(rows: list[tuple[str, ...]]) -> str:
     """``rows`` (the first one the header) as left-aligned text columns."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) for r in rows)

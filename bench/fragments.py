@@ -38,8 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from wsclient import mask  # noqa: E402
+import common
+from wsclient import mask
 
 OP_CONT, OP_TEXT, OP_CLOSE, OP_PING = 0x0, 0x1, 0x8, 0x9
 KEY = b"\x01\x02\x03\x04"
@@ -91,7 +91,7 @@ async def open_ws(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101"), head
-    b0, n = await reader.readexactly(2)
+    _b0, n = await reader.readexactly(2)
     n = struct.unpack("!H", await reader.readexactly(2))[0] if n == 126 else n
     assert json.loads(await reader.readexactly(n))["type"] == "welcome"
     return reader, writer

@@ -32,9 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from relay import FLAVORS, run_loop  # noqa: E402
-from wsclient import WSClient, connect  # noqa: E402
+import common
+from relay import FLAVORS, run_loop
+from wsclient import WSClient, connect
 
 TARGET_KIB = 10.0
 CONCURRENCY = 32          # connections being opened at once
@@ -60,7 +60,7 @@ async def _open_one(flavor, endpoint: common.Endpoint, i: int, tally: Tally, tim
         c = await connect(endpoint.host, endpoint.port, flavor.path(i), on_text=first, timeout=timeout,
                           ssl=endpoint.tls, server_name=endpoint.server_name)
         payload = await asyncio.wait_for(got, timeout)
-    except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+    except (TimeoutError, OSError, ConnectionError) as exc:
         tally.failed.append(f"{i}: {type(exc).__name__}: {exc}")
         return None
     if not payload.startswith(expected):

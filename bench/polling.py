@@ -26,10 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiohttp  # noqa: E402
-
-import common  # noqa: E402
-from relay import run_loop  # noqa: E402
+import aiohttp
+import common
+from relay import run_loop
 
 WAIT = 25  # seconds a GET may wait (the protocol's default)
 
@@ -76,7 +75,8 @@ class Session:
                 self.on_message(m)
 
     async def close(self) -> None:
-        async with self.http.delete(f"{self.base}/api/sessions/{self.id}", headers=self.headers, server_hostname=self.sni):
+        async with self.http.delete(f"{self.base}/api/sessions/{self.id}", headers=self.headers,
+                                    server_hostname=self.sni):
             pass
 
 

@@ -48,12 +48,11 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
-
-from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 import pytest

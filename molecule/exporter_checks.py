@@ -116,7 +116,8 @@ def test_node_exporter_reports_our_units_alone(name):
         ours.add("coturn.service")
     assert units == ours  # systemd's own units (cron, dbus, ...) are left out
     for unit in ours:
-        assert sample(text, rf'node_systemd_unit_state\{{name="{re.escape(unit)}",state="active"(?:,type="[a-z-]*")?\}}') == 1
+        pattern = rf'node_systemd_unit_state\{{name="{re.escape(unit)}",state="active"(?:,type="[a-z-]*")?\}}'
+        assert sample(text, pattern) == 1
 
 
 @pytest.mark.parametrize("name", _deployment_hosts())
@@ -160,7 +161,8 @@ def test_redis_exporter_reads_redis_with_its_password(name):
     with host.sudo():
         secret = host.file("/etc/webrtc-edge/redis-exporter.json")
         assert (secret.user, secret.group, secret.mode) == ("root", "prometheus", 0o640)
-        password = re.search(r"^requirepass (\S+)$", host.file("/etc/redis/webrtc-edge.conf").content_string, re.MULTILINE)
+        password = re.search(r"^requirepass (\S+)$", host.file("/etc/redis/webrtc-edge.conf").content_string,
+                             re.MULTILINE)
         assert password, "no requirepass in /etc/redis/webrtc-edge.conf"
         pid = host.check_output(f"systemctl show -P MainPID {PACKAGE['redis']}")
         cmdline = host.check_output(f"tr '\\0' ' ' < /proc/{pid}/cmdline")

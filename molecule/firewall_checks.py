@@ -289,5 +289,5 @@ def test_each_host_accepts_exactly_what_the_rules_say(source, firewall_services,
     found = _probe(source, [(address, port, proto) for _, address, port, proto, _ in plan])
     print(f"{len(plan)} tries from {source} in {time.monotonic() - started:.1f} s")
     wrong = [f"{target} {port}/{proto}: {got}, want {want}"
-             for (target, _, port, proto, want), got in zip(plan, found) if got != want]
+             for (target, _, port, proto, want), got in zip(plan, found, strict=True) if got != want]
     assert not wrong, f"from {source}:\n" + "\n".join(wrong)

@@ -51,7 +51,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -224,7 +224,7 @@ def test_crl_served_over_http_signed_by_the_run_ca(served_certificate, site, tmp
     assert (check.returncode, "verify OK" in check.stdout + check.stderr) == (0, True), check.stderr
     crl = x509.load_der_x509_crl(answer.body)
     assert crl.issuer == served_certificate.issuer
-    assert crl.next_update_utc > datetime.now(timezone.utc)
+    assert crl.next_update_utc > datetime.now(UTC)
 
 
 # ---------------------------------------------------------------------------

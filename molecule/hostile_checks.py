@@ -547,8 +547,9 @@ FLOOD_ATTEMPTS = 5
 def test_flooding_peer_rate_limited_without_slowing_others(site):
     """Every flood is rate-limited (the instances count it), then cut off (1008, or 1006 when
     the reset beat the close frame); quiet peers' median round trips
-    stay within 2x (figures in molecule/artifacts/<scenario>/flood.json). This host is shared with other runs whose load comes and goes: a
-    measurement over 2x is taken again, up to FLOOD_ATTEMPTS times, and every one is shown."""
+    stay within 2x (figures in molecule/artifacts/<scenario>/flood.json). This host is shared
+    with other runs whose load comes and goes: a measurement over 2x is taken again, up to
+    FLOOD_ATTEMPTS times, and every one is shown."""
     # One quiet peer per instance (the balancer spreads them), so a flooder always shares an
     # instance with one of them.
     instances = len(_instances())
@@ -568,19 +569,19 @@ def test_flooding_peer_rate_limited_without_slowing_others(site):
                 assert await asyncio.to_thread(_rate_limited_total) > limited, "no flood was rate-limited"
                 for flood in floods:
                     assert flood["close"] in (1008, 1006), flood
-                if all(now <= 2 * was for was, now in zip(before, during)):
+                if all(now <= 2 * was for was, now in zip(before, during, strict=True)):
                     break
             for peer in quiet:
                 await peer.ws.close()
         return attempts, floods
 
     attempts, floods = run_async(scenario())
-    shown = [[f"{was * 1000:.2f} -> {now * 1000:.2f} ms" for was, now in zip(*a)] for a in attempts]
+    shown = [[f"{was * 1000:.2f} -> {now * 1000:.2f} ms" for was, now in zip(*a, strict=True)] for a in attempts]
     _write_flood_artifact(attempts, floods)
     print(f"median round trips before -> during the flood, by attempt: {shown}; "
           f"pings each flooder sent before its close: {[f['sent'] for f in floods]}")
     before, during = attempts[-1]
-    assert all(now <= 2 * was for was, now in zip(before, during)), f"round trips slowed over 2x: {shown}"
+    assert all(now <= 2 * was for was, now in zip(before, during, strict=True)), f"round trips slowed over 2x: {shown}"
 
 
 def _write_flood_artifact(attempts: list[tuple[list[float], list[float]]], floods: list[dict]) -> None:
@@ -769,7 +770,7 @@ async def _resume_frames(session, token: str) -> list:
             if msg.type == aiohttp.WSMsgType.CLOSE:
                 # The code in the server's close frame. ws.close_code can read 1006 instead
                 # when the proxy has closed the TCP connection before aiohttp writes its reply.
-                return frames + [("close", msg.data)]
+                return [*frames, ("close", msg.data)]
             frames.append(json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else (msg.type, msg.data))
             if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                 return frames

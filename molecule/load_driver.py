@@ -40,7 +40,9 @@ import json
 import random
 import ssl
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -173,6 +175,7 @@ class WsPeer(Peer):
         self.closing = False
         self.resyncing = False
         self.reader: asyncio.Task | None = None
+        self.spawned: set[asyncio.Task] = set()  # resumes, pumps, resyncs: referenced until done
         self.pinged = 0.0
         self.pumping = False
         self.rewind: int | None = None     # a resync while pumping: send again from here
@@ -202,15 +205,21 @@ class WsPeer(Peer):
                 if obj.get("type") == "error" and obj.get("code") in RETRIED_CODES:
                     self._resync_soon()
                 elif obj.get("type") == "pong" and obj.get("ref") == "resync":
-                    asyncio.create_task(self._pump())
+                    self._spawn(self._pump())
                 elif obj.get("type") == "pong" and self.kept and time.monotonic() - self.kept[0].sent_at > STUCK_AFTER:
                     self._resync_soon()
                 continue
             if self.closing:
                 return
             self.online.clear()
-            asyncio.create_task(self._resume(time.monotonic()))
+            self._spawn(self._resume(time.monotonic()))
             return
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        """Run ``coro`` on its own; the loop keeps only weak references to tasks."""
+        task = asyncio.create_task(coro)
+        self.spawned.add(task)
+        task.add_done_callback(self.spawned.discard)
 
     def _resync_soon(self) -> None:
         """Ping after a moment; the pong's ``received`` says what to send again."""
@@ -224,7 +233,7 @@ class WsPeer(Peer):
             if self.online.is_set():  # else the resume sends everything kept
                 await self._send('{"type":"ping","id":"resync"}')
 
-        asyncio.create_task(resync())
+        self._spawn(resync())
 
     async def _send(self, text: str) -> bool:
         """Send at our pace."""
@@ -271,7 +280,7 @@ class WsPeer(Peer):
                 ws = await self.load.http.ws_connect(
                     f"{self.load.base}/ws?resume={self.token}&ack={self.last_seq}", heartbeat=None)
                 welcome = await ws.receive_json(timeout=10)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, TypeError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, OSError, TypeError, ValueError):
                 await asyncio.sleep(RETRY_DELAY)
                 continue
             if welcome.get("code") == "unavailable":  # the backend failed (1013): again
@@ -359,7 +368,7 @@ class PollingPeer(Peer):
                         self.seq_anomalies.append(f"{self.name}: Signaling-Lost {resp.headers['Signaling-Lost']}")
                     for msg in await resp.json():
                         self.handle(msg)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
                 self.retries += 1
                 await asyncio.sleep(RETRY_DELAY)
 
@@ -386,7 +395,7 @@ class PollingPeer(Peer):
                                 await asyncio.sleep(RESYNC_DELAY)  # some were refused (rate): after a moment
                             continue
                         self.errors[f"http-{resp.status}"] += 1
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError):
+                except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
                     self.errors["http-failed"] += 1
                 self.retries += 1
                 await asyncio.sleep(RETRY_DELAY)
@@ -510,7 +519,7 @@ class Load:
             delivered += len(set(got))
             lost += len(set(range(1, n_sent + 1)) - set(got))
             duplicated += len(got) - len(set(got))
-            reordered += sum(1 for a, b in zip(got, got[1:]) if b <= a)
+            reordered += sum(1 for a, b in itertools.pairwise(got) if b <= a)
         latencies = [lat for p in self.peers for arr in p.arrivals.values() for _, lat in arr]
         errors: collections.Counter = collections.Counter()
         for p in self.peers:
@@ -559,11 +568,12 @@ class Load:
             dups = len(got) - len(set(got))
             if dups:
                 out.append(f"{sender.name} -> {receiver.name}: {dups} duplicated")
-            if any(b <= a for a, b in zip(got, got[1:])):
+            if any(b <= a for a, b in itertools.pairwise(got)):
                 out.append(f"{sender.name} -> {receiver.name}: out of order: {got[:20]}")
         for p in self.peers:
             out += p.seq_anomalies[:5]
-            unexpected = {code: n for code, n in p.errors.items() if code not in RETRIED_CODES and not code.startswith("http-")}
+            unexpected = {code: n for code, n in p.errors.items()
+                          if code not in RETRIED_CODES and not code.startswith("http-")}
             if unexpected:
                 out.append(f"{p.name}: errors {unexpected}")
             if p.kept:

@@ -100,11 +100,12 @@ def test_debian_files_untouched(prom_host):
 # -- what it scrapes ---------------------------------------------------------------------------
 
 def test_every_app_instance_scraped_and_up(prom_host):
-    expected = {f"{'[%s]' % i.address if ':' in i.address else i.address}:{i.port}" for i in _instances()}
+    expected = {f"{f'[{i.address}]' if ':' in i.address else i.address}:{i.port}" for i in _instances()}
     assert expected
 
     def app_targets() -> dict[str, str]:
-        return {t["labels"]["instance"]: t["health"] for t in _targets(prom_host) if t["labels"]["job"] == "webrtc_edge_app"}
+        return {t["labels"]["instance"]: t["health"] for t in _targets(prom_host)
+                if t["labels"]["job"] == "webrtc_edge_app"}
 
     _wait("every app target up", lambda: set(app_targets().values()) == {"up"}, timeout=30)
     assert set(app_targets()) == expected
@@ -172,18 +173,18 @@ def traffic(prom_host, site):
 
 
 # One command on the host queries every expression (each testinfra command is an Ansible run).
-_QUERY_ALL = """
+_QUERY_ALL = f"""
 import json, sys, urllib.error, urllib.parse, urllib.request
-out = {}
+out = {{}}
 for expr in json.loads(sys.argv[1]):
-    url = "%s/query?" + urllib.parse.urlencode({"query": expr})
+    url = "{API}/query?" + urllib.parse.urlencode({{"query": expr}})
     try:
         with urllib.request.urlopen(url, timeout=20) as resp:
             out[expr] = json.load(resp)
     except urllib.error.HTTPError as exc:
         out[expr] = json.load(exc)
 print(json.dumps(out))
-""" % API
+"""
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +225,8 @@ def test_stopped_instance_turns_instance_down_pending(prom_host, site):
 
     def state() -> str:
         for alert in _api(prom_host, "alerts")["alerts"]:
-            if alert["labels"].get("alertname") == "WebrtcEdgeInstanceDown" and alert["labels"].get("instance") == target:
+            labels = alert["labels"]
+            if labels.get("alertname") == "WebrtcEdgeInstanceDown" and labels.get("instance") == target:
                 return alert["state"]
         return ""
 

@@ -61,5 +61,5 @@ async def run_playbook(playbook: str, log: Path, *extra: str) -> None:
         *argv, cwd=PROJECT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     out, _ = await proc.communicate()
-    log.write_bytes(out)
+    await asyncio.to_thread(log.write_bytes, out)
     assert proc.returncode == 0, f"{' '.join(argv)} failed (log: {log}):\n" + out.decode()[-4000:]

@@ -45,8 +45,8 @@ def flood_rows() -> list[str]:
     rows = []
     for path, run in _artifacts("*/flood.json"):
         last = run["attempts"][-1]
-        pairs = ", ".join(f"{a} -> {b} ms" for a, b in zip(last["before_ms"], last["during_ms"]))
-        worst = max(b / a for a, b in zip(last["before_ms"], last["during_ms"]))
+        pairs = ", ".join(f"{a} -> {b} ms" for a, b in zip(last["before_ms"], last["during_ms"], strict=True))
+        worst = max(b / a for a, b in zip(last["before_ms"], last["during_ms"], strict=True))
         rows.append(f"  {path.parent.name:<12} {pairs} (x{worst:.2f} at worst; attempt {len(run['attempts'])},"
                     f" {run['floods']} floods closed with {run['closes']})")
     return rows

@@ -92,7 +92,8 @@ CAP_NAMES = [
     "checkpoint_restore",
 ]
 # The access log each proxy writes our site's requests to (Debian's defaults).
-ACCESS_LOG = {"nginx.service": "/var/log/nginx/access.log", "apache2.service": "/var/log/apache2/other_vhosts_access.log"}
+ACCESS_LOG = {"nginx.service": "/var/log/nginx/access.log",
+              "apache2.service": "/var/log/apache2/other_vhosts_access.log"}
 LOGROTATE = {"nginx.service": "/etc/logrotate.d/nginx", "apache2.service": "/etc/logrotate.d/apache2"}
 
 

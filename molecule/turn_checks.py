@@ -48,8 +48,8 @@ from dataclasses import dataclass
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from deployment_checks import proxy_host, site  # noqa: F401 (fixtures)
-from hardening_checks import _controller_secret, turn_host  # noqa: F401 (fixture)
+from deployment_checks import proxy_host, site
+from hardening_checks import _controller_secret, turn_host
 from testinfra_helpers import container_address, inventory_host, inventory_hosts, run_ca_file
 
 __all__ = [
@@ -288,7 +288,8 @@ def test_turns_protocols_follow_the_proxy_profile(turn_host, ice_servers, versio
     assert accepted, f"{version} accepted"
     assert negotiated == version.replace("_", ".")
     if version == "TLSv1_2":
-        assert re.fullmatch(r"ECDHE-(ECDSA|RSA)-(AES128-GCM-SHA256|AES256-GCM-SHA384|CHACHA20-POLY1305)", cipher), cipher
+        assert re.fullmatch(r"ECDHE-(ECDSA|RSA)-(AES128-GCM-SHA256|AES256-GCM-SHA384|CHACHA20-POLY1305)",
+                            cipher), cipher
         cbc = _tls_context(minimum_version=tls_version, maximum_version=tls_version)
         cbc.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA")
         with pytest.raises((ssl.SSLError, ConnectionError)):
@@ -305,7 +306,7 @@ def test_turns_allocation_with_the_apps_credential(turn_host, ice_servers):
         client.release()
     assert int(config["min-port"]) <= port <= int(config["max-port"]), (address, port)
     # The wrong credential is refused over TLS as well.
-    with _turns(turn_host, urls) as tls, pytest.raises(TurnError, match="^401"):
+    with _turns(turn_host, urls) as tls, pytest.raises(TurnError, match=r"^401"):
         TurnClient(tls, urls.username, base64.b64encode(secrets.token_bytes(20)).decode()).allocate()
 
 
@@ -341,7 +342,7 @@ def test_one_session_gets_its_quota_and_no_more(turn_host, ice_servers, capsys):
             client.allocate()
         refused = TurnClient.udp(address, port, *credentials[0])
         held.append(refused)
-        with pytest.raises(TurnError, match="^486"):
+        with pytest.raises(TurnError, match=r"^486"):
             refused.allocate()
         other = TurnClient.udp(address, port, *rest_credential(secret, f"other-{secrets.token_hex(4)}", now + 600))
         held.append(other)

@@ -160,7 +160,7 @@ class Client:
         self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
         self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
 
-    def open(self, query: str = "") -> "Client":
+    def open(self, query: str = "") -> Client:
         self.page.goto(f"{self.base}/{query}")
         self.wait("!!(window.webrtcEdge && window.webrtcEdge.id && window.webrtcEdge.signaling === 'open')",
                   what="a signaling session")

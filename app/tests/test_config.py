@@ -84,7 +84,7 @@ def test_unreadable_and_broken_files(tmp_path):
         load(["--config", str(tmp_path / "missing.toml")], {})
     f = tmp_path / "bad.toml"
     f.write_text("port = \n")
-    with pytest.raises(ConfigError, match="bad.toml"):
+    with pytest.raises(ConfigError, match=r"bad\.toml"):
         load(["--config", str(f)], {})
 
 

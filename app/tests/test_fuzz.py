@@ -157,7 +157,7 @@ def _deep(depth: int, opener: str, where: str, balanced: bool) -> Frame:
     if where == "top":
         text = inner
     else:
-        text = '{"type":"offer","to":"%s","data":%s}' % (TARGET, inner)
+        text = f'{{"type":"offer","to":"{TARGET}","data":{inner}}}'
     if not balanced or depth + (where == "data") > 1024:   # orjson's depth limit: not JSON to it
         return Frame(text, expect=p.BAD_JSON)
     return Frame(text, expect=p.BAD_MESSAGE if where == "top" else None)
@@ -187,7 +187,7 @@ deep_frames = st.builds(
     st.sampled_from(["top", "data"]), st.booleans(),
 )
 number_frames = st.builds(
-    lambda n, key: Frame('{"type":"%s","id":%s,"seq":%s}' % (key, n, n)),
+    lambda n, key: Frame(f'{{"type":"{key}","id":{n},"seq":{n}}}'),
     st.sampled_from(["1e400", "-1e400", "18446744073709551616", "-9223372036854775809", "9" * 5000,
                      "1e308", "1e-400", "NaN", "Infinity", "-0", "0x10", "01"]),
     st.sampled_from(["ping", "ack"]),
@@ -237,7 +237,7 @@ def _not_a_long_wait(value: str) -> bool:
 def _big_and_deep(depth: int) -> bytes:
     """A batch over 64 KiB (so each item's size is checked) holding a deeply nested item."""
     pad = '{"type":"ping","pad":"%s"}' % ("x" * MESSAGE_LIMIT)
-    deep = '{"type":"offer","to":"%s","data":%s}' % (POLLER, "[" * depth + "]" * depth)
+    deep = f'{{"type":"offer","to":"{POLLER}","data":{"[" * depth + "]" * depth}}}'
     return ("[" + pad + "," + deep + "]").encode()
 
 
@@ -249,7 +249,7 @@ bodies = st.one_of(
     st.integers(60, 70).map(lambda n: _dump([{"type": "ping", "id": i} for i in range(n)], True).encode()),  # > 64
     json_values.map(lambda v: _dump(v, False).encode()),
     st.binary(max_size=300),
-    st.integers(1, 2000).map(lambda d: ('{"type":"offer","to":"%s","data":%s}' % (POLLER, "[" * d + "]" * d)).encode()),
+    st.integers(1, 2000).map(lambda d: f'{{"type":"offer","to":"{POLLER}","data":{"[" * d + "]" * d}}}'.encode()),
     st.integers(MESSAGE_LIMIT - 100, MESSAGE_LIMIT + 100).map(lambda n: b'{"type":"ping","pad":"' + b"x" * n + b'"}'),
     st.integers(MESSAGE_LIMIT * 64 + 1, MESSAGE_LIMIT * 64 + 100).map(lambda n: b"x" * n),
     st.builds(_big_and_deep, st.integers(200, 1100)),
@@ -625,7 +625,7 @@ class Fuzz:
             body = await resp.read()
             self.check_response(resp.status, resp.content_type, body, f"GET {path}")
         if resp.status == 200:
-            assert body in self.static_files or url.path.startswith("/uploads/") and body in self.upload_contents(), \
+            assert body in self.static_files or (url.path.startswith("/uploads/") and body in self.upload_contents()), \
                 f"GET {path} served something outside the static and upload roots: {body[:200]!r}"
 
     def upload_contents(self) -> set[bytes]:

@@ -353,7 +353,7 @@ async def test_answering_pings_keeps_a_peer_alive(make_client):
     while loop.time() < deadline:
         try:
             msg = await ws.receive(timeout=deadline - loop.time())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         assert msg.type is aiohttp.WSMsgType.PING, msg
         pings += 1

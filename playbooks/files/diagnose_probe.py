@@ -102,7 +102,8 @@ def apache_config(text):
             ws_timeout, source = int(timeout.group(1)), "timeout= of the WebSocket BalancerMember"
     if ws_timeout is None:
         found = re.search(r"(?mi)^\s*ProxyTimeout\s+(\d+)", text) or re.search(r"(?mi)^\s*Timeout\s+(\d+)", text)
-        ws_timeout, source = (int(found.group(1)), "ProxyTimeout/Timeout") if found else (60, "Apache's default Timeout")
+        ws_timeout, source = ((int(found.group(1)), "ProxyTimeout/Timeout") if found
+                              else (60, "Apache's default Timeout"))
     return {"names": names, "https_port": int(https[0]), "http_port": 80, "upstreams": upstreams,
             "ws_read_timeout": ws_timeout, "ws_read_timeout_source": source}
 
@@ -339,7 +340,8 @@ def check_heartbeat(config, heartbeats):
         else:
             margin = timeout - heartbeat
             rows.append(row(f"heartbeat vs proxy timeout ({host})", "ok" if margin >= 5 else "warn", detail,
-                            "less than 5 s between the app's ping and the proxy's timeout: raise proxy_ws_read_timeout"))
+                            "less than 5 s between the app's ping and the proxy's timeout: "
+                            "raise proxy_ws_read_timeout"))
     return rows
 
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: webrtc-edge contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The host firewall: one validated model of what a host opens, rendered as an nftables table.
@@ -74,13 +73,17 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-try:
+if TYPE_CHECKING:  # the real class; the stand-in below is only for runs without Ansible
     from ansible.errors import AnsibleFilterError
-except ImportError:  # pragma: no cover - only without ansible-core installed
+else:
+    try:
+        from ansible.errors import AnsibleFilterError
+    except ImportError:  # pragma: no cover - only without ansible-core installed
 
-    class AnsibleFilterError(Exception):
-        """Stand-in so the pure functions stay importable without Ansible."""
+        class AnsibleFilterError(Exception):
+            """Stand-in so the pure functions stay importable without Ansible."""
 
 
 # ---------------------------------------------------------------------------
@@ -163,7 +166,7 @@ def _port_ranges(value, what):
         else:
             low = high = _port_number(item, label)
         ranges.append((low, high))
-    merged = []
+    merged: list[tuple[int, int]] = []
     for low, high in sorted(ranges):
         if merged and low <= merged[-1][1] + 1:
             merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
@@ -211,7 +214,8 @@ def _sources(value, what):
                     f"{what}: the addresses of {host} are unknown (its facts were not gathered in this run): "
                     "run the whole inventory (playbooks/preflight.yml covers every host), or set "
                     f"firewall_host_addresses for {host}")
-            networks += [_network(a, f"{what}: {host}'s address") for a in _list(addresses, f"{what}: {host}'s addresses")]
+            networks += [_network(a, f"{what}: {host}'s address")
+                         for a in _list(addresses, f"{what}: {host}'s addresses")]
     else:
         networks = [_network(a, f"{what}[{i}]") for i, a in enumerate(_list(value, f"{what} (or 'any')"))]
     v4 = ipaddress.collapse_addresses(n for n in networks if n.version == 4)
@@ -226,7 +230,8 @@ def _net_string(network):
 
 def _comment(value, what):
     if not isinstance(value, str) or not _COMMENT_RE.match(value.strip()):
-        raise ValueError(f"{what} must be 1 to 100 letters, digits, spaces or _.,:;/()[]+=@'- (no quotes), got {value!r}")
+        raise ValueError(
+            f"{what} must be 1 to 100 letters, digits, spaces or _.,:;/()[]+=@'- (no quotes), got {value!r}")
     return value.strip()
 
 
@@ -299,7 +304,8 @@ def build_firewall_model(spec):
     ssh = _mapping(spec.get("ssh", {}), "firewall_ssh")
     port = _port_number(ssh.get("port", 22), "firewall_ssh_port")
     rules = [_rule(item, f"rules[{i}]") for i, item in enumerate(_list(spec.get("rules", []), "rules"))]
-    rules += [_rule(item, f"firewall_allow[{i}]") for i, item in enumerate(_list(spec.get("allow", []), "firewall_allow"))]
+    rules += [_rule(item, f"firewall_allow[{i}]")
+              for i, item in enumerate(_list(spec.get("allow", []), "firewall_allow"))]
     if isinstance(ssh.get("from"), str):
         raise ValueError("firewall_ssh_allow must be a list of addresses or networks (0.0.0.0/0 and ::/0: anywhere)")
     ssh_v4, ssh_v6 = _sources(ssh.get("from") or [], "firewall_ssh_allow")

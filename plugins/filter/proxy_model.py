@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: webrtc-edge contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """One validated reverse-proxy model, rendered for nginx or Apache.
@@ -78,13 +77,17 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-try:
+if TYPE_CHECKING:  # the real class; the stand-in below is only for runs without Ansible
     from ansible.errors import AnsibleFilterError
-except ImportError:  # pragma: no cover - only without ansible-core installed
+else:
+    try:
+        from ansible.errors import AnsibleFilterError
+    except ImportError:  # pragma: no cover - only without ansible-core installed
 
-    class AnsibleFilterError(Exception):
-        """Stand-in so the pure functions stay importable without Ansible."""
+        class AnsibleFilterError(Exception):
+            """Stand-in so the pure functions stay importable without Ansible."""
 
 
 # ---------------------------------------------------------------------------
@@ -136,7 +139,7 @@ DEFAULT_GZIP_TYPES = [
 #: Static file names carrying a content hash (``app.3f9a1c2b.js``) may be cached for a year.
 FINGERPRINT_REGEX = r"\.[0-9a-f]{8,}\.[A-Za-z0-9]+$"
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "name": "webrtc-edge",
     "http_port": 80,
     "https_port": 443,
@@ -704,7 +707,8 @@ def _check_model(model):
     model = _mapping(model, "model")
     missing = {"name", "server_names", "upstream", "tls", "headers", "locations"} - set(model)
     if missing:
-        raise ValueError(f"input is not a proxy model (missing {', '.join(sorted(missing))}); pipe it through proxy_model first")
+        raise ValueError(
+            f"input is not a proxy model (missing {', '.join(sorted(missing))}); pipe it through proxy_model first")
     return model
 
 
@@ -1007,7 +1011,8 @@ def render_nginx_site(model, nginx_version="1.22.1", headers_include=NGINX_HEADE
     out += render_nginx_upstream(model).splitlines() + [""]
 
     out += ["# Unknown Host names on port 80: close the connection without an answer.", "server {"]
-    out += _block(_nginx_listen(model, "http", "", default=True) + ["server_name _;", "server_tokens off;", "return 444;"])
+    out += _block(
+        _nginx_listen(model, "http", "", default=True) + ["server_name _;", "server_tokens off;", "return 444;"])
     out += ["}", ""]
 
     out += ["# Unknown names on the TLS port: refuse the handshake (421 for coalesced HTTP/2).", "server {"]

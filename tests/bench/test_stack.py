@@ -10,13 +10,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-import stack  # noqa: E402
+import stack
 
-RECAP = """
-PLAY RECAP *********************************************************************
-\x1b[0;32mwebrtc-edge-bench\x1b[0m          : ok=129  changed=0    unreachable=0    failed=0    skipped=27   rescued=0    ignored=0
-other                      : ok=3    changed=2    unreachable=0    failed=0    skipped=0    rescued=0    ignored=0
-"""
+RECAP = (
+    "\n"
+    "PLAY RECAP *********************************************************************\n"
+    "\x1b[0;32mwebrtc-edge-bench\x1b[0m          : ok=129  changed=0    unreachable=0    failed=0    skipped=27"
+    "   rescued=0    ignored=0\n"
+    "other                      : ok=3    changed=2    unreachable=0    failed=0    skipped=0    rescued=0"
+    "    ignored=0\n"
+)
 
 
 def test_recap_sums_the_counters_of_every_host_through_colour_codes():

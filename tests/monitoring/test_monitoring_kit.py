@@ -117,7 +117,8 @@ def test_scrape_config_passes_promtool_check():
 def test_scrape_config_jobs():
     config = yaml.safe_load(SCRAPE.read_text())
     jobs = {j["job_name"] for j in config["scrape_configs"]}
-    assert jobs == {"webrtc_edge_app", "webrtc_edge_node", "webrtc_edge_nginx", "webrtc_edge_apache", "webrtc_edge_redis"}
+    assert jobs == {"webrtc_edge_app", "webrtc_edge_node", "webrtc_edge_nginx", "webrtc_edge_apache",
+                    "webrtc_edge_redis"}
     # every job the rules and the dashboard select on is scraped
     used = set(re.findall(r'job="([^"]+)"', RULES.read_text() + (KIT / "grafana" / "webrtc-edge.json").read_text()))
     assert used <= jobs, used - jobs
@@ -188,7 +189,8 @@ def prometheus(tmp_path_factory):
         "scrape_configs": [{"job_name": "webrtc_edge_app", "static_configs": [{"targets": [f"127.0.0.1:{app_port}"]}]}],
     }))
     procs.append(subprocess.Popen([prom_bin, f"--config.file={work / 'prometheus.yml'}",
-                                   f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}",
+                                   f"--storage.tsdb.path={work / 'data'}",
+                                   f"--web.listen-address=127.0.0.1:{prom_port}",
                                    "--storage.tsdb.retention.time=1h"],
                                   stdout=subprocess.DEVNULL, stderr=(work / "prometheus.log").open("w")))
     api = f"http://127.0.0.1:{prom_port}/api/v1"

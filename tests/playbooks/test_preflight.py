@@ -260,7 +260,8 @@ def test_firewall_keeps_ssh_open_to_the_controller(tmp_path):
     ("all_vars", "message"),
     [
         pytest.param(
-            {"firewall_ssh_port": 2222, "firewall_ssh_allow_controller": False, "firewall_ssh_allow": ["198.51.100.0/24"]},
+            {"firewall_ssh_port": 2222, "firewall_ssh_allow_controller": False,
+             "firewall_ssh_allow": ["198.51.100.0/24"]},
             "The firewall would lock the operator out of one: its new ruleset drops new SSH connections from "
             "203.0.113.7 to port 2222",
             id="controller-not-allowed",

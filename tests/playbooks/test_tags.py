@@ -9,8 +9,8 @@ the roles its own roles import (proxy and systemd_hardening).
 
 from __future__ import annotations
 
-import os
 import functools
+import os
 import re
 import subprocess
 import sys

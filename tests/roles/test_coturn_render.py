@@ -38,7 +38,8 @@ VARIANTS = {
 def rendered(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("render")
     render_templates(out, [ROLE / "templates" / f"{name}.j2" for name in ("turnserver.conf", "coturn-tls.conf")],
-                     role_vars_files(ROLE), variants={name: {**COMMON, **variant} for name, variant in VARIANTS.items()})
+                     role_vars_files(ROLE),
+                     variants={name: {**COMMON, **variant} for name, variant in VARIANTS.items()})
     return out
 
 

@@ -133,7 +133,8 @@ def test_state_finds_the_ssh_sessions_established_to_the_port():
 
 def test_state_finds_ssh_connection_in_a_parent_process():
     """sudo (or `su -`) drops SSH_CONNECTION; the login shell above still has it."""
-    code = f"import sys; sys.path.insert(0, {str(ROLE / 'files')!r}); import firewall_state; print(firewall_state.ssh_connection())"
+    code = (f"import sys; sys.path.insert(0, {str(ROLE / 'files')!r}); "
+            "import firewall_state; print(firewall_state.ssh_connection())")
     env = {**os.environ, "SSH_CONNECTION": "192.0.2.10 50022 192.0.2.1 22"}
     # `; true` keeps sh alive as the parent (a last command alone would replace it).
     done = subprocess.run(["sh", "-c", 'env -u SSH_CONNECTION "$0" -c "$1"; true', sys.executable, code],

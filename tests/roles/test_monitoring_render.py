@@ -25,7 +25,8 @@ INVENTORY = {
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
         "children": {
             "signaling_app": {"hosts": {
-                "app1": {"signaling_app_endpoints": [{"address": "10.0.0.11", "port": 8081}, {"address": "10.0.0.11", "port": 8082}]},
+                "app1": {"signaling_app_endpoints": [{"address": "10.0.0.11", "port": 8081},
+                                                     {"address": "10.0.0.11", "port": 8082}]},
                 "app2": {"signaling_app_endpoints": [{"address": "10.0.0.12", "port": 8081}]},
             }},
             "proxy": {"hosts": {"edge1": {}}},
@@ -87,7 +88,8 @@ def _targets(config: dict, job: str) -> dict[str, list[str]]:
 
 def test_app_instances_from_the_endpoints(rendered):
     for config in rendered.values():
-        assert _targets(config, "webrtc_edge_app") == {"app1": ["10.0.0.11:8081", "10.0.0.11:8082"], "app2": ["10.0.0.12:8081"]}
+        assert _targets(config, "webrtc_edge_app") == {"app1": ["10.0.0.11:8081", "10.0.0.11:8082"],
+                                                       "app2": ["10.0.0.12:8081"]}
 
 
 def test_exporters_on_the_hosts_of_their_groups(rendered):
@@ -136,6 +138,8 @@ def test_preflight_refuses_loopback_instances_on_another_host(tmp_path):
     """An app host bound to loopback cannot be scraped from a separate monitoring host."""
     _preflight_play(tmp_path)
     inventory = json.loads(json.dumps(INVENTORY))
-    inventory["all"]["children"]["signaling_app"]["hosts"]["app2"]["signaling_app_endpoints"][0]["address"] = "127.0.0.1"
+    app2 = inventory["all"]["children"]["signaling_app"]["hosts"]["app2"]
+    app2["signaling_app_endpoints"][0]["address"] = "127.0.0.1"
     proc = _play(tmp_path, {}, inventory)
-    assert proc.returncode != 0 and "the app instances of app2 listen on loopback only" in proc.stdout, proc.stdout[-3000:]
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "the app instances of app2 listen on loopback only" in proc.stdout, proc.stdout[-3000:]

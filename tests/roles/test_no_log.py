@@ -147,7 +147,7 @@ def all_tasks() -> list[Task]:
     found: list[Task] = []
     for file in sorted(ROLES_DIR.glob("*/tasks/*.yml")) + sorted(ROLES_DIR.glob("*/handlers/*.yml")):
         found += _walk(file, _load(file))
-    for file in sorted((ROOT / "playbooks").glob("*.yml")) + [ROOT / "site.yml"]:
+    for file in [*sorted((ROOT / "playbooks").glob("*.yml")), ROOT / "site.yml"]:
         for play in _load(file) or []:
             for key in PLAY_TASK_KEYS:
                 found += _walk(file, play.get(key))

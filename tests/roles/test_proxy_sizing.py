@@ -3,8 +3,8 @@
 * the defaults derived from host facts give the sizes the role READMEs promise: on this 2-CPU,
   24 GiB machine nginx holds 96,000 connections (48,000 WebSockets), in 6 workers where the
   hard limit on open files is 20,000 (our containers) and in 2 where it is not, and Apache
-  24,000 tunnels (systemd's TasksMax raised to match), with room for a graceful reload's old processes; a small host gets smaller,
-  still working, figures;
+  24,000 tunnels (systemd's TasksMax raised to match), with room for a graceful reload's old
+  processes; a small host gets smaller, still working, figures;
 * nginx's main file as the role templates it (Debian's includes kept, worker sizing, the open
   files cap) passes the real ``nginx -t`` with our site and no warning, and really caps
   ``worker_rlimit_nofile`` at the host's hard limit;

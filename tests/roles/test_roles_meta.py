@@ -7,6 +7,7 @@ variables the role defaults, and the README's variable table names each of them.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,8 @@ def test_entry_points_take_only_defaulted_variables(role):
         extra = sorted(set((spec or {}).get("options") or {}) - defaults)
         assert not extra, f"roles/{role}: entry point {entry} takes variables without a default: {extra}"
         tasks = ROLES_DIR / role / "tasks" / f"{entry}.yml"
-        assert tasks.is_file(), f"roles/{role}: argument_specs names entry point {entry} but tasks/{entry}.yml is missing"
+        assert tasks.is_file(), (f"roles/{role}: argument_specs names entry point {entry} "
+                                 f"but tasks/{entry}.yml is missing")
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -85,7 +87,7 @@ def test_every_default_has_a_comment_above_it(role):
     lines = path.read_text().splitlines() if path.is_file() else []
     bare = [
         line.split(":")[0]
-        for before, line in zip([""] + lines, lines)
+        for before, line in itertools.pairwise(["", *lines])
         if line[:1].isalpha() and ":" in line and not before.startswith("#")
     ]
     assert not bare, f"roles/{role}/defaults/main.yml: no comment line right above {bare}"

@@ -43,7 +43,8 @@ UNITS = {
 def imported_vars(role: str) -> dict:
     """The vars of the role's ``import_role: systemd_hardening`` task, as its tasks/main.yml has them."""
     tasks = yaml.safe_load((ROLES / role / "tasks" / "main.yml").read_text())
-    found = [t["vars"] for t in tasks if (t.get("ansible.builtin.import_role") or {}).get("name") == "systemd_hardening"]
+    found = [t["vars"] for t in tasks
+             if (t.get("ansible.builtin.import_role") or {}).get("name") == "systemd_hardening"]
     assert len(found) == 1, f"roles/{role}/tasks/main.yml imports systemd_hardening {len(found)} times"
     return found[0]
 

@@ -35,7 +35,7 @@ def make_certificate(days: int) -> tuple[bytes, bytes, datetime.datetime]:
     """A self-signed ECDSA certificate for NAME valid ``days`` from now: (cert PEM, key PEM, notAfter)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)])
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     cert = (
         x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now)
@@ -102,7 +102,7 @@ def test_renewal_runs_are_recorded_and_kept(site):
     assert first["webrtc_edge_tls_renewal_failed"] == "0"
     success = first["webrtc_edge_tls_renewal_last_success_timestamp_seconds"]
     assert first["webrtc_edge_tls_renewal_last_run_timestamp_seconds"] == success
-    assert abs(int(success) - datetime.datetime.now(datetime.timezone.utc).timestamp()) < 60
+    assert abs(int(success) - datetime.datetime.now(datetime.UTC).timestamp()) < 60
 
     assert helper(site, "metrics", "--renewal-result", "exit-code").returncode == 0
     failed = samples(site)

@@ -6,7 +6,6 @@ Nothing under /etc is touched and no daemon is started.
 """
 
 import pytest
-
 from validator_helpers import installed_version, model_spec, pm
 
 

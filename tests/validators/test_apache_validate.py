@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from validator_helpers import pm
 
 DEBIAN_TREE = Path("/etc/apache2")

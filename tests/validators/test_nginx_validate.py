@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from validator_helpers import model_spec, pm
 
 GIXY = Path(sys.executable).with_name("gixy")

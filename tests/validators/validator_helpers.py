@@ -32,7 +32,7 @@ def write_cert(directory, key_type, names):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if key_type == "rsa" \
         else ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -74,7 +74,7 @@ def model_spec(tmp_path, kind, key_type="ecdsa"):
         app1 = [{"address": "10.0.1.11", "port": 8081}, {"address": "10.0.1.11", "port": 8082}]
         spec = {
             "server_names": names,
-            "upstreams": app1 + [{"address": "10.0.1.12", "port": 8081}, {"address": "10.0.1.12", "port": 8082}],
+            "upstreams": [*app1, {"address": "10.0.1.12", "port": 8081}, {"address": "10.0.1.12", "port": 8082}],
             "files_from_disk": False,
             "uploads_upstreams": app1,
         }

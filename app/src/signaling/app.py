@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from . import __version__, polling, uploads, views, ws
 from .config import Settings
-from .hub import Hub
+from .hub import BaseHub, Hub
 from .keys import HUB, METRICS, METRICS_REGISTRY, SETTINGS, STATIC_ROOT
 from .metrics import Metrics, make_registry
 from .web_util import payload_errors
@@ -18,7 +19,7 @@ from .wsconn import check_aiohttp
 PACKAGED_STATIC = Path(__file__).parent / "static"
 
 
-def make_hub(settings: Settings, metrics: Metrics) -> Hub:
+def make_hub(settings: Settings, metrics: Metrics) -> BaseHub[Any]:
     if settings.redis_url:
         from .cluster import RedisHub  # imported only when clustering
 

@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,17 +28,26 @@ from redis.exceptions import RedisError
 from . import cluster_lua as lua
 from . import protocol as p
 from .config import Settings
-from .hub import Hub
+from .hub import BaseHub
 from .keys import METRICS
 from .metrics import Metrics
+from .rooms import RoomRef
 from .session import SEND_ERRORS, TEXT, Session, prefix_of
 from .web_util import error_response
+
+if TYPE_CHECKING:
+    from .wsconn import Socket
 
 log = logging.getLogger("signaling.cluster")
 
 PREFIX = "sig:"
 REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 REDIS_CONNECTIONS = 64  # per instance; Redis allows 10,000 clients
+
+# A stream's entries, (id, fields). The client leaves responses undecoded (no
+# decode_responses), so ids, field names and values are bytes; redis-py's hints
+# also allow the str of a decoding client.
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 @web.middleware
@@ -57,15 +66,6 @@ async def unavailable_middleware(request: web.Request, handler: Handler) -> web.
         request.app[METRICS].errors[p.UNAVAILABLE] += 1
         log.warning("redis unreachable during %s %s: %s", request.method, request.path, exc)
         return error_response(p.UNAVAILABLE, "cluster backend unreachable; retry", status=503)
-
-
-class RoomRef:
-    """A room's name, as far as an instance needs to know it."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
 
 
 class ClusterSession(Session):
@@ -106,7 +106,7 @@ class ClusterSession(Session):
             await self.write(self.sent + 1, frame)
 
 
-class RedisHub(Hub):
+class RedisHub(BaseHub[ClusterSession]):
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         super().__init__(settings, metrics)
         self.name = settings.name
@@ -169,6 +169,16 @@ class RedisHub(Hub):
     def ready(self) -> bool:
         return self.healthy and not self.draining
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The Redis client, which ``start`` makes before anything uses it."""
+        assert self.redis is not None, "RedisHub.start() has not run"
+        return self.redis
+
+    async def _xrange(self, key: str, min: str = "-", count: int | None = None) -> Entries:
+        """The entries of stream ``key`` from id ``min`` on, oldest first."""
+        return cast(Entries, await self.client.xrange(key, min=min, count=count))
+
     def _args(self, *rest: Any) -> list[Any]:
         return [PREFIX, self.settings.resume_queue, self.name, *rest]
 
@@ -177,10 +187,10 @@ class RedisHub(Hub):
     async def _listen_forever(self) -> None:
         backoff = 0.1
         while True:
-            pubsub = self.redis.pubsub()
+            pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
-                await self.redis.ping()
+                await self.client.ping()
                 if not self.healthy:
                     log.info("redis reachable", extra={"channel": self.channel})
                 self.healthy = self._listening = True
@@ -244,7 +254,7 @@ class RedisHub(Hub):
         sess.fetching = True
         try:
             for _ in range(1000):  # bounded; each round moves forward or ends
-                entries = await self.redis.xrange(f"{PREFIX}q:{sess.id}", min=f"{sess.sent + 1}-0", count=256)
+                entries = await self._xrange(f"{PREFIX}q:{sess.id}", min=f"{sess.sent + 1}-0", count=256)
                 for entry_id, fields in entries:
                     seq = int(entry_id.split(b"-", 1)[0])
                     if seq > sess.sent:
@@ -267,12 +277,12 @@ class RedisHub(Hub):
             self.by_token.pop(sess.token, None)
         sess.ws = None
 
-    async def open(self, transport: str) -> Session:
+    async def open(self, transport: str) -> ClusterSession:
         s = self.settings
         sess = ClusterSession(transport, s, time.monotonic())
         ws = transport == "ws"
         deadline = time.time() + (s.idle_timeout + s.resume_window if ws else s.poll_timeout)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=True)
         pipe.hset(f"{PREFIX}s:{sess.id}", mapping={
             "token": sess.token, "room": "", "role": "", "name": "", "seq": 0, "sent": 0, "recv": 0,
             "inst": self.name if ws else "", "transport": transport,
@@ -287,16 +297,16 @@ class RedisHub(Hub):
         self.metrics.sessions_opened[transport] += 1
         return sess
 
-    async def find(self, token: str | None) -> Session | None:
+    async def find(self, token: str | None) -> ClusterSession | None:
         if not token or len(token) > 64:
             return None
         local = self.by_token.get(token)
         if local is not None:
             return local
-        sid = await self.redis.get(f"{PREFIX}t:{token}")
+        sid = cast("bytes | None", await self.client.get(f"{PREFIX}t:{token}"))
         if sid is None:
             return None
-        state = await self.redis.hmget(
+        state = await self.client.hmget(
             f"{PREFIX}s:{sid.decode()}", "room", "role", "name", "seq", "sent", "token", "recv")
         if state[3] is None or state[5] != token.encode():
             return None
@@ -305,7 +315,7 @@ class RedisHub(Hub):
         sess.load(state)
         return sess
 
-    async def resume(self, token: str) -> Session | None:
+    async def resume(self, token: str) -> ClusterSession | None:
         found = await self.find(token)
         if found is None:
             return None
@@ -322,24 +332,24 @@ class RedisHub(Hub):
         sess.load(state)
         previous = state[5].decode() if state[5] else ""
         if previous and previous != self.name:
-            await self.redis.publish(f"{PREFIX}i:{previous}", b"K " + sess.id.encode())
+            await self.client.publish(f"{PREFIX}i:{previous}", b"K " + sess.id.encode())
         self.sessions[sess.id] = sess
         self.by_token[token] = sess
         return sess
 
     async def lost_after(self, sess: Session, after: int) -> int:
-        oldest = await self.redis.xrange(f"{PREFIX}q:{sess.id}", count=1)
+        oldest = await self._xrange(f"{PREFIX}q:{sess.id}", count=1)
         first = int(oldest[0][0].split(b"-", 1)[0]) if oldest else sess.seq + 1
         return max(0, first - 1 - after)
 
-    async def attach(self, sess: Session, ws: web.WebSocketResponse, after: int) -> None:
+    async def attach(self, sess: ClusterSession, ws: Socket, after: int) -> None:
         sess.sent = after
         sess.ws = ws
         sess.detached_at = None
         if sess.seq > after or after:
             await self.catch_up(sess)
 
-    async def detach(self, sess: Session, ws: web.WebSocketResponse) -> None:
+    async def detach(self, sess: ClusterSession, ws: Socket) -> None:
         if sess.ws is not ws:
             return
         self._forget_local(sess)
@@ -363,7 +373,7 @@ class RedisHub(Hub):
         s = self.settings
         qkey = f"{PREFIX}q:{sess.id}"
         if ack is not None:
-            await self.redis.xtrim(qkey, minid=f"{ack + 1}-0")
+            await self.client.xtrim(qkey, minid=f"{ack + 1}-0")
         previous = self.waiters.get(sess.id)
         if previous is not None and not previous.done():
             previous.set_result(False)
@@ -372,14 +382,14 @@ class RedisHub(Hub):
         gen = int(state[7]) if state else 0
         last = after
         try:
-            entries = await self.redis.xrange(qkey, min=f"{after + 1}-0")
+            entries = await self._xrange(qkey, min=f"{after + 1}-0")
             if not entries and wait and not self.draining:
                 try:
                     await asyncio.wait_for(asyncio.shield(waiter), wait)
                 except TimeoutError:
                     pass
                 superseded = waiter.done() and waiter.result() is False
-                entries = [] if superseded else await self.redis.xrange(qkey, min=f"{after + 1}-0")
+                entries = [] if superseded else await self._xrange(qkey, min=f"{after + 1}-0")
             if entries:
                 last = int(entries[-1][0].split(b"-", 1)[0])
             return [fields[b"f"] for _, fields in entries], await self.lost_after(sess, after)
@@ -454,7 +464,7 @@ class RedisHub(Hub):
             await self._local(sess.id, result[:2], b'{"type":"pong",%s"received":%s,"seq":' % (ref, result[2]))
 
     async def ack(self, sess: Session, seq: int) -> None:
-        await self.redis.xtrim(f"{PREFIX}q:{sess.id}", minid=f"{min(seq, sess.sent) + 1}-0")
+        await self.client.xtrim(f"{PREFIX}q:{sess.id}", minid=f"{min(seq, sess.sent) + 1}-0")
 
     async def relay(self, sess: Session, kind: str, msg: dict[str, Any], now: float) -> None:
         target = msg["to"]
@@ -466,7 +476,7 @@ class RedisHub(Hub):
             prefix = b"%s%s\",\"data\":%s,\"seq\":" % (
                 b'{"type":"%s","from":"' % kind.encode(), sess.id.encode(), p.encode_data(msg))
         except p.ProtocolError:  # refused before the script: count it handled here
-            if cseq != "" and not await self.admitted(sess, await self.admit(sess, cseq), ref):
+            if isinstance(cseq, int) and not await self.admitted(sess, await self.admit(sess, cseq), ref):
                 return
             raise
         result = await self._relay(args=self._args(sess.id, target, prefix, int(self.settings.public_mode), cseq))
@@ -487,7 +497,7 @@ class RedisHub(Hub):
         ref = msg.get("id")
         cseq = msg.get("cseq") or ""  # null means none given
         if not s.private_mode:
-            if cseq != "" and not await self.admitted(sess, await self.admit(sess, cseq), ref):
+            if isinstance(cseq, int) and not await self.admitted(sess, await self.admit(sess, cseq), ref):
                 return
             raise p.ProtocolError(p.FORBIDDEN, "rooms are switched off on this server", ref)
         room, role, name = msg["room"], msg["role"], msg.get("name", "")
@@ -495,7 +505,8 @@ class RedisHub(Hub):
         digest = hashlib.sha256(f"{room}\0{secret}".encode()).hexdigest() if secret is not None else ""
         me = {"id": sess.id, "role": role, "name": name}
         note = prefix_of({"type": "peer-joined", "room": room, "peer": me})
-        result = await self._join(args=self._args(sess.id, room, role, digest, s.room_max_peers, p.dumps(me), note, cseq))
+        result = await self._join(
+            args=self._args(sess.id, room, role, digest, s.room_max_peers, p.dumps(me), note, cseq))
         status = result[0].decode()
         if status in ("repeat", "gap"):
             await self.admitted(sess, self._counted(sess, cseq, p.REPEAT if status == "repeat" else p.GAP), ref)
@@ -532,7 +543,7 @@ class RedisHub(Hub):
         await self.deliver(sess, prefix_of(reply))
 
     async def public_peers(self, sess: Session) -> list[str]:
-        members = await self.redis.srandmember(f"{PREFIX}public", 1000)
+        members = cast("list[bytes]", await self.client.srandmember(f"{PREFIX}public", 1000))
         return sorted(m.decode() for m in members if m.decode() != sess.id)
 
     # -- liveness ------------------------------------------------------------
@@ -548,7 +559,7 @@ class RedisHub(Hub):
             expired = await self._expire(args=self._args(wall, 200))
             if expired:
                 log.info("sessions expired", extra={"count": len(expired)})
-            await self.redis.ping()
+            await self.client.ping()
             self.healthy = self._listening
         except REDIS_ERRORS as exc:
             self.healthy = False

@@ -45,10 +45,12 @@ class Settings:
     )
     heartbeat: int = field(default=30, metadata=_doc("Seconds between server pings on a WebSocket.", min=1, max=3600))
     idle_timeout: int = field(
-        default=60, metadata=_doc("Seconds without any frame from a WebSocket peer before it is dropped.", min=2, max=7200)
+        default=60,
+        metadata=_doc("Seconds without any frame from a WebSocket peer before it is dropped.", min=2, max=7200),
     )
     resume_window: int = field(
-        default=60, metadata=_doc("Seconds a session survives a dropped connection, waiting for a resume.", min=0, max=3600)
+        default=60,
+        metadata=_doc("Seconds a session survives a dropped connection, waiting for a resume.", min=0, max=3600),
     )
     resume_queue: int = field(
         default=256, metadata=_doc("Messages kept per session for replay on resume or poll retry.", min=1, max=65536)
@@ -63,7 +65,9 @@ class Settings:
     public_mode: bool = field(default=True, metadata=_doc("Allow 1:1 signaling by peer id between peers in no room."))
     private_mode: bool = field(default=True, metadata=_doc("Allow rooms with one host and many participants."))
     discovery: bool = field(default=False, metadata=_doc("Answer `list` with the ids of public peers."))
-    rate_limit: float = field(default=50.0, metadata=_doc("Messages per second per session (token bucket rate).", min=0.1, max=1e6))
+    rate_limit: float = field(
+        default=50.0, metadata=_doc("Messages per second per session (token bucket rate).", min=0.1, max=1e6)
+    )
     rate_limit_burst: int = field(default=100, metadata=_doc("Token bucket size per session.", min=1, max=1000000))
     allowed_origins: tuple[str, ...] = field(
         default=(), metadata=_doc("Origins allowed to open a WebSocket; empty = same origin only.")
@@ -73,7 +77,8 @@ class Settings:
         metadata=_doc("Addresses or networks whose X-Forwarded-For is believed."),
     )
     shutdown_grace: float = field(
-        default=10.0, metadata=_doc("Seconds a draining instance waits for peers to leave before it exits.", min=0, max=600)
+        default=10.0,
+        metadata=_doc("Seconds a draining instance waits for peers to leave before it exits.", min=0, max=600),
     )
     ice_servers: tuple[dict[str, Any], ...] = field(
         default=(), metadata=_doc("STUN/TURN servers handed to clients: a list of `{urls, username?, credential?}`.")
@@ -172,7 +177,8 @@ def _check(settings: Settings) -> Settings:
         urls = server.get("urls")
         if isinstance(urls, str):
             urls = [urls]
-        if not urls or not all(isinstance(u, str) and u.split(":", 1)[0] in ("stun", "stuns", "turn", "turns") for u in urls):
+        schemes = ("stun", "stuns", "turn", "turns")
+        if not urls or not all(isinstance(u, str) and u.split(":", 1)[0] in schemes for u in urls):
             raise ConfigError(f"ice_servers: {server!r} needs urls starting with stun:, stuns:, turn: or turns:")
     for url in settings.turn_urls:
         if url.split(":", 1)[0] not in ("turn", "turns"):
@@ -244,9 +250,11 @@ def parser() -> argparse.ArgumentParser:
         if kind == "bool":
             p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["doc"])
         else:
-            helptext = f.metadata["doc"] + (" (comma-separated)" if kind == "strs" else "") + (" (JSON)" if kind == "dicts" else "")
+            helptext = (f.metadata["doc"] + (" (comma-separated)" if kind == "strs" else "")
+                        + (" (JSON)" if kind == "dicts" else ""))
             if f.metadata.get("secret"):
-                helptext += (f" Refused here when it carries {'a secret' if f.metadata['secret'] is True else 'a password'}:"
+                carries = "a secret" if f.metadata["secret"] is True else "a password"
+                helptext += (f" Refused here when it carries {carries}:"
                              f" set it in the config file or {ENV_PREFIX}{name.upper()}.")
             p.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=helptext)
     return p

@@ -2,8 +2,9 @@
 
 Transports (``ws.py``, ``polling.py``) turn frames and requests into calls on
 the hub; the hub decides who may talk to whom and pushes messages into the
-target sessions' mailboxes. This is the in-memory hub, the embedded default;
-``cluster.py`` extends it to share sessions and rooms over Redis.
+target sessions' mailboxes. ``BaseHub`` holds what every hub does, for one
+type of session; ``Hub`` is the in-memory hub, the embedded default, and
+``cluster.py``'s ``RedisHub`` shares sessions and rooms over Redis.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import protocol as p
-from aiohttp import web
-
 from .config import Settings
 from .metrics import Metrics
 from .rooms import Room, may_signal, peer_info
 from .session import Session, prefix_of
+
+if TYPE_CHECKING:
+    from .wsconn import Socket
 
 log = logging.getLogger("signaling.hub")
 
@@ -28,13 +30,17 @@ log = logging.getLogger("signaling.hub")
 _RELAY_HEAD = {kind: b'{"type":"%s","from":"' % kind.encode() for kind in p.RELAYED}
 STOP_WAIT = 2.0  # seconds stop() gives background work to finish, and again once cancelled
 
+S = TypeVar("S", bound=Session)  # the type of session a hub makes (``open``) and holds
 
-class Hub:
+
+class BaseHub(Generic[S]):
+    """A hub for sessions of type ``S``; ``open``, which makes them, is the subclass's."""
+
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.sessions: dict[str, Session] = {}
-        self.by_token: dict[str, Session] = {}
+        self.sessions: dict[str, S] = {}
+        self.by_token: dict[str, S] = {}
         self.rooms: dict[str, Room] = {}
         self.draining = False
         self._stopping = False
@@ -87,25 +93,21 @@ class Hub:
 
     # -- sessions ------------------------------------------------------------
 
-    async def open(self, transport: str) -> Session:
-        s = self.settings
-        sess = Session(transport, s.resume_queue, time.monotonic(), s.rate_limit_burst)
-        self.sessions[sess.id] = sess
-        self.by_token[sess.token] = sess
-        self.metrics.sessions_opened[transport] += 1
-        return sess
+    async def open(self, transport: str) -> S:
+        """A new session for ``transport`` ("ws" or "poll")."""
+        raise NotImplementedError
 
-    async def find(self, token: str | None) -> Session | None:
+    async def find(self, token: str | None) -> S | None:
         """The live session a token belongs to, or None."""
         return self._find(token)
 
-    def _find(self, token: str | None) -> Session | None:
+    def _find(self, token: str | None) -> S | None:
         if not token:
             return None
         sess = self.by_token.get(token)
         return None if sess is None or sess.closed else sess
 
-    async def resume(self, token: str) -> Session | None:
+    async def resume(self, token: str) -> S | None:
         """The session to continue after a dropped connection, or None.
 
         A socket the session still has (half-open, or simply older) is
@@ -122,11 +124,11 @@ class Hub:
         """Messages after ``after`` that no longer fit in the session's queue."""
         return sess.lost_after(after)
 
-    async def attach(self, sess: Session, ws: web.WebSocketResponse, after: int) -> None:
+    async def attach(self, sess: S, ws: Socket, after: int) -> None:
         """Replay what ``sess`` missed after ``after`` to ``ws``, then deliver live."""
         await sess.attach(ws, after)
 
-    async def detach(self, sess: Session, ws: web.WebSocketResponse) -> None:
+    async def detach(self, sess: S, ws: Socket) -> None:
         """The WebSocket ``ws`` of ``sess`` is gone; the resume window starts."""
         if sess.ws is ws:
             sess.detach(time.monotonic())
@@ -266,7 +268,8 @@ class Hub:
             raise p.ProtocolError(p.UNKNOWN_PEER, "no peer with that id", msg.get("id"))
         if not may_signal(sess, target, self.settings.public_mode):
             raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", msg.get("id"))
-        await self.deliver(target, b"%s%s\",\"data\":%s,\"seq\":" % (_RELAY_HEAD[kind], sess.id.encode(), p.encode_data(msg)))
+        await self.deliver(
+            target, b"%s%s\",\"data\":%s,\"seq\":" % (_RELAY_HEAD[kind], sess.id.encode(), p.encode_data(msg)))
         self.metrics.relayed[kind] += 1
         self.metrics.observe_latency(time.monotonic() - now)
 
@@ -305,7 +308,7 @@ class Hub:
 
     async def _leave(self, sess: Session) -> None:
         room = sess.room
-        assert room is not None
+        assert isinstance(room, Room)  # what join() made it; the Redis hub has its own leave
         visible = room.visible_to(sess)
         room.remove(sess)
         if not room.members:
@@ -372,7 +375,7 @@ class Hub:
                 sess.waiter.set_result(False)
 
     def gauges(self) -> dict[str, tuple[str, dict[str, float] | float]]:
-        conns = {"websocket": 0, "polling": 0}
+        conns: dict[str, float] = {"websocket": 0, "polling": 0}
         detached = 0
         for sess in self.sessions.values():
             if sess.ws is not None:
@@ -388,3 +391,15 @@ class Hub:
             "signaling_rooms": ("Rooms with at least one member.", len(self.rooms)),
             "signaling_draining": ("1 while the instance drains.", int(self.draining)),
         }
+
+
+class Hub(BaseHub[Session]):
+    """The in-memory hub: sessions and rooms live in this process."""
+
+    async def open(self, transport: str) -> Session:
+        s = self.settings
+        sess = Session(transport, s.resume_queue, time.monotonic(), s.rate_limit_burst)
+        self.sessions[sess.id] = sess
+        self.by_token[sess.token] = sess
+        self.metrics.sessions_opened[transport] += 1
+        return sess

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from .config import Settings
-from .hub import Hub
+from .hub import BaseHub
 from .metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
-HUB = web.AppKey("hub", Hub)
+HUB: web.AppKey[BaseHub[Any]] = web.AppKey("hub", BaseHub)
 METRICS = web.AppKey("metrics", Metrics)
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 STATIC_ROOT = web.AppKey("static_root", Path)

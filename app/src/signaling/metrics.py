@@ -75,16 +75,16 @@ class SignalingCollector(Collector):
             ("signaling_errors_total", "Error replies sent, by code.", "code", m.errors),
             ("signaling_sessions_opened_total", "Sessions opened, by transport.", "transport", m.sessions_opened),
         ):
-            family = CounterMetricFamily(name, help_, labels=[label])
+            counter = CounterMetricFamily(name, help_, labels=[label])
             for key, v in sorted(counts.items()):
-                family.add_metric([key], v)
-            yield family
+                counter.add_metric([key], v)
+            yield counter
         yield CounterMetricFamily("signaling_resumes_total", "Sessions resumed after a dropped connection.",
                                   value=m.resumes)
         yield CounterMetricFamily("signaling_resume_failures_total",
                                   "Resume attempts with an unknown or expired token.", value=m.resume_failures)
         buckets, cumulative = [], 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), m.latency_counts):
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), m.latency_counts, strict=True):
             cumulative += count
             buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
         yield HistogramMetricFamily("signaling_relay_latency_seconds",

@@ -18,11 +18,21 @@ if TYPE_CHECKING:
     from .session import Session
 
 
-class Room:
-    __slots__ = ("name", "secret", "host", "members")
+class RoomRef:
+    """A room's name: what a session knows of its room. The in-memory hub's rooms are
+    ``Room`` objects; the Redis hub's sessions know no more than the name."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class Room(RoomRef):
+    __slots__ = ("secret", "host", "members")
 
     def __init__(self, name: str, secret: str | None) -> None:
-        self.name = name
+        super().__init__(name)
         self.secret = secret
         self.host: Session | None = None
         self.members: dict[str, Session] = {}

@@ -24,9 +24,8 @@ from aiohttp.client_exceptions import ClientConnectionResetError
 from .protocol import GAP, HANDLE, REPEAT, dumps
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
-    from .rooms import Room
+    from .rooms import RoomRef
+    from .wsconn import Socket
 
 TEXT = WSMsgType.TEXT
 SEND_ERRORS = (ClientConnectionResetError, ConnectionResetError, RuntimeError)
@@ -50,13 +49,13 @@ class Session:
         self.id = secrets.token_urlsafe(12)          # 16 characters, public
         self.token = secrets.token_urlsafe(32)       # 43 characters, secret
         self.transport = transport                   # "ws" | "poll"
-        self.room: Room | None = None
+        self.room: RoomRef | None = None
         self.role: str | None = None
         self.name = ""
         self.seq = 0            # last sequence number assigned
         self.sent = 0           # highest seq written to a socket or returned by a poll
         self.queue: deque[tuple[int, bytes]] = deque(maxlen=queue_size)
-        self.ws: web.WebSocketResponse | None = None
+        self.ws: Socket | None = None
         self.waiter: asyncio.Future[bool] | None = None
         self.last_rx = now      # last frame (WebSocket) or poll (HTTP)
         self.last_ping = now
@@ -110,7 +109,7 @@ class Session:
         while queue and queue[0][0] <= upto:
             queue.popleft()
 
-    async def attach(self, ws: web.WebSocketResponse, after: int) -> None:
+    async def attach(self, ws: Socket, after: int) -> None:
         """Replay everything after ``after`` to ``ws``, then route new pushes to it."""
         while True:
             frames = self.pending(after)

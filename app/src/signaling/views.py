@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+
 from aiohttp import web
 
 from . import __version__
@@ -11,7 +12,6 @@ from .ice import ice_servers
 from .keys import HUB, METRICS_REGISTRY, SETTINGS, STATIC_ROOT
 from .metrics import CONTENT_TYPE, render
 from .web_util import json_response
-
 
 
 async def health(request: web.Request) -> web.Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -84,6 +84,10 @@ def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
     return origin_host is not None and origin_host.lower() == host.strip("[]").lower()
 
 
+@overload
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int: ...
+@overload
+def query_int(request: web.Request, name: str, default: None, low: int, high: int) -> int | None: ...
 def query_int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query.get(name)
     if raw is None:

@@ -84,7 +84,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if sess is not None and sess.ws is None and sess.detached_at is None:
             sess.detached_at = time.monotonic()  # the resume window runs; the sweeper ends it
         return _taken_over()
-    except Exception as exc:  # the backend failed (cluster: Redis unreachable or overloaded)
+    except Exception as exc:  # noqa: BLE001 - the backend failed (cluster: Redis unreachable or overloaded)
         log.warning("could not open or resume a session", extra={"error": str(exc)})
         if sess is not None and sess.ws is None and sess.detached_at is None:
             sess.detached_at = time.monotonic()
@@ -128,6 +128,12 @@ class Peer(Connection):
         self.started = False
         self.gone: tuple[int | None] | None = None  # (close code,) when it closed before start
 
+    @property
+    def session(self) -> Session:
+        """The session, which ``start`` sets before a frame is read or a close handled."""
+        assert self.sess is not None
+        return self.sess
+
     def start(self, sess: Session) -> None:
         """The session is attached and welcomed: detach it if the socket went meanwhile,
         else start reading."""
@@ -142,6 +148,7 @@ class Peer(Connection):
 
     def on_message(self, kind: WSMsgType, payload: bytes | bytearray) -> None:
         sess = self.sess
+        assert sess is not None  # nothing is read before start()
         now = sess.last_rx = time.monotonic()
         # The rate limit applies as frames are parsed, before any work is queued: a flood costs
         # a bucket check per message, and the close stops parsing what is left of its input.
@@ -203,7 +210,7 @@ class Peer(Connection):
         self._run(self._closed(code))
 
     async def _closed(self, code: int | None) -> None:
-        sess, hub = self.sess, self.hub
+        sess, hub = self.session, self.hub
         await hub.detach(sess, self)
         if code == WSCloseCode.OK and not sess.closed and sess.ws is None:
             await hub.close(sess)  # the client hung up on purpose: no resume
@@ -220,7 +227,7 @@ class Peer(Connection):
             except StopIteration:
                 return
             except Exception:
-                log.exception("message handling failed", extra={"peer": self.sess.id})
+                log.exception("message handling failed", extra={"peer": self.session.id})
                 return
             self.backlog = deque()  # it had to wait after all: finish it in a task
             self.hub.spawn(self._work(_finish(coro, waiting_on)))
@@ -235,7 +242,7 @@ class Peer(Connection):
                 try:
                     await coro
                 except Exception:
-                    log.exception("message handling failed", extra={"peer": self.sess.id})
+                    log.exception("message handling failed", extra={"peer": self.session.id})
                 if not backlog:
                     return
                 coro = backlog.popleft()

@@ -50,6 +50,7 @@ import importlib
 import logging
 import struct
 import time
+from typing import Protocol
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -57,7 +58,9 @@ from aiohttp import WSMsgType, web
 try:  # the C version aiohttp uses itself; check_aiohttp() says so if it is gone
     from aiohttp._websocket.helpers import websocket_mask
 except ImportError:  # pragma: no cover - refused at start-up
-    websocket_mask = None
+
+    def websocket_mask(mask: bytes, data: bytearray) -> None:
+        raise AiohttpMismatch("aiohttp._websocket.helpers.websocket_mask is missing")
 
 log = logging.getLogger("signaling.ws")
 
@@ -91,6 +94,16 @@ def close_code_valid(code: int) -> bool:
     1000-1003, 1007-1014, and 3000-4999 for libraries and applications. 1004-1006 and 1015
     are reserved or must never be sent; below 1000 and 1016-2999 are not in use."""
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+class Socket(Protocol):
+    """What sessions and hubs use of a peer's WebSocket: a ``Connection`` (``ws.Peer``)."""
+
+    async def send_frame(self, payload: bytes, opcode: WSMsgType, /) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
 
 
 class Connection(asyncio.Protocol):

@@ -5,4 +5,4 @@ loopback with its password; coturn with REST credentials only; no secret in any 
 The fixtures find their hosts by inventory group; no test takes testinfra's ``host``.
 """
 
-from hardening_checks import *  # noqa: F401,F403 (collects the shared checks)
+from hardening_checks import *  # noqa: F403 (collects the shared checks)

@@ -4,4 +4,4 @@ Rated within the issue's targets and in force; Apache reloads gracefully, rotate
 postrotate reloads it) and serves a renewed certificate under its drop-in.
 """
 
-from sandbox_checks import *  # noqa: F401,F403 (collects the shared checks)
+from sandbox_checks import *  # noqa: F403 (collects the shared checks)

@@ -10,4 +10,4 @@ being an app host, sends ``POST /api/uploads`` and ``GET /uploads/`` to the
 instances of one app host (``proxy_uploads_host``).
 """
 
-from deployment_checks import *  # noqa: F401,F403
+from deployment_checks import *  # noqa: F403

@@ -60,8 +60,8 @@ async def test_proxy_survives_the_loss_of_an_app_host():
                 watch.cancel()
             await asyncio.gather(*watches, return_exceptions=True)
             codes = [None if w.cancelled() else w.result() for w in watches]
-            dropped = [p for p, code in zip(peers, codes) if code is not None]
-            survivors = [p for p, code in zip(peers, codes) if code is None]
+            dropped = [p for p, code in zip(peers, codes, strict=True) if code is not None]
+            survivors = [p for p, code in zip(peers, codes, strict=True) if code is None]
             assert dropped and survivors, f"close codes through the proxy: {codes}"
             assert not any(app1.service(unit).is_running for unit in units)
 

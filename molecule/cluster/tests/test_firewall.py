@@ -20,4 +20,5 @@ def controller_reaches() -> frozenset[str]:
 
 def test_outside_is_in_no_group_of_the_deployment():
     assert inventory_hosts("outside") == ["webrtc-edge-cluster-outside"]
-    assert not {g for g in ("signaling_app", "proxy", "redis", "turn") if "webrtc-edge-cluster-outside" in inventory_hosts(g)}
+    assert not {g for g in ("signaling_app", "proxy", "redis", "turn")
+                if "webrtc-edge-cluster-outside" in inventory_hosts(g)}

@@ -8,5 +8,5 @@ host) takes REST credentials only; no secret in any host's logs or command lines
 fixtures find their hosts by inventory group; no test takes testinfra's ``host``.
 """
 
-from hardening_checks import *  # noqa: F401,F403 (collects the shared checks)
+from hardening_checks import *  # noqa: F403 (collects the shared checks)
 from hardening_checks import test_redis_keeps_data_across_restart_and_crash  # noqa: F401

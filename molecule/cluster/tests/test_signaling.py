@@ -31,7 +31,7 @@ def instances() -> list[tuple[str, int]]:
     """Every instance as (app host, port), interleaved: app1:a, app2:a, app1:b, app2:b."""
     per_host = [[(name, port) for port in ports] for name, ports in app_instances().items()]
     assert len(per_host) == 2 and all(len(ports) == 2 for ports in per_host), per_host
-    return [instance for pair in zip(*per_host) for instance in pair]
+    return [instance for pair in zip(*per_host, strict=True) for instance in pair]
 
 
 async def sessions(stack: AsyncExitStack, instances) -> dict[tuple[str, int], aiohttp.ClientSession]:
@@ -67,7 +67,7 @@ async def test_every_instance_is_ready(instances):
 @pytest.mark.asyncio
 async def test_ws_peers_on_different_app_hosts_talk(instances):
     async with AsyncExitStack() as stack:
-        app1_a, app2_a, _, app2_b = (await sessions(stack, instances)).values()
+        app1_a, _app2_a, _, app2_b = (await sessions(stack, instances)).values()
         host = await WsPeer.connect(app1_a)
         participant = await WsPeer.connect(app2_b)
         await join_room(new_room(), host, participant)

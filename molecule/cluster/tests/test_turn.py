@@ -4,4 +4,4 @@ role there, TURN over TLS on 443 (``coturn_tls_port: 443``, bound by turnserver'
 the role drop-in's capability), the per-session quota, certificates re-read on reload.
 """
 
-from turn_checks import *  # noqa: F401,F403 (collects the shared checks)
+from turn_checks import *  # noqa: F403 (collects the shared checks)

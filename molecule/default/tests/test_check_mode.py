@@ -1,3 +1,3 @@
 """`site.yml --check --diff` on the deployed hosts reports changed=0 (molecule/check_mode_checks.py)."""
 
-from check_mode_checks import *  # noqa: F401,F403 (collects the shared check)
+from check_mode_checks import *  # noqa: F403 (collects the shared check)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from testinfra_helpers import inventory_host, inventory_hosts, instance_ports
+from testinfra_helpers import instance_ports, inventory_host, inventory_hosts
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
@@ -73,7 +73,8 @@ def broken(host):
         host.check_output(f"sed -i '{site[:ws.end()].count(chr(10)) + 1}s/proxy_read_timeout {ws.group(1)}s;/"
                           f"proxy_read_timeout 20s;/' {NGINX_SITE}")
         host.check_output("nginx -t -q && systemctl reload nginx")
-        turn.check_output(f"sed -i 's/^static-auth-secret=.*/static-auth-secret=not-the-apps-secret-0123456789/' {TURN_CONFIG}")
+        turn.check_output("sed -i 's/^static-auth-secret=.*/static-auth-secret=not-the-apps-secret-0123456789/' "
+                          f"{TURN_CONFIG}")
         turn.check_output("systemctl restart coturn")
         return diagnose()
     finally:  # before the result is returned: the last test and later files find the host repaired
@@ -104,7 +105,7 @@ def test_diagnose_names_each_fault(broken, host):
 
 
 def test_diagnose_leaves_the_other_rows_ok(broken):
-    _, rows, output = broken
+    _, rows, _output = broken
     ok = {r["check"] for r in by_result(rows, "ok")}
     for check in ("certificate", "DNS", "HTTP -> HTTPS", "HSTS", "WebSocket /ws", "long-polling /api",
                   "Redis", "firewall", "clock"):

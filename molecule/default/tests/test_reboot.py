@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from deployment_checks import Site
-from testinfra_helpers import inventory_host, inventory_hosts
+from testinfra_helpers import inventory_hosts
 
 testinfra_hosts = inventory_hosts("all")
 

@@ -3,4 +3,4 @@ host that is also the proxy: TURN over TLS on 5349 with the certificate the prox
 the per-session quota derived from the room size, certificates re-read in place on reload.
 """
 
-from turn_checks import *  # noqa: F401,F403 (collects the shared checks)
+from turn_checks import *  # noqa: F403 (collects the shared checks)

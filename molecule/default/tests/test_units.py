@@ -6,5 +6,5 @@ switch), check mode with the sandbox turned off changes nothing, and turning it 
 works. Runs last of the scenario's suites: the switch restarts nginx.
 """
 
-from sandbox_checks import *  # noqa: F401,F403 (collects the shared checks)
+from sandbox_checks import *  # noqa: F403 (collects the shared checks)
 from sandbox_checks import test_check_mode_predicts_and_changes_nothing, test_sandbox_switched_off_and_on  # noqa: F401

@@ -53,8 +53,14 @@ import pytest
 from deployment_checks import _FETCH_ON_HOST, SITE_NAME, STATUS_PORT
 from load_driver import Load
 from releases import PROJECT, app_copy, bumped, release_n, run_playbook
-from testinfra_helpers import (container_address, instance_ports, inventory_host, inventory_hosts, published_port,
-                               run_ca_file)
+from testinfra_helpers import (
+    container_address,
+    instance_ports,
+    inventory_host,
+    inventory_hosts,
+    published_port,
+    run_ca_file,
+)
 
 # Controller-side: the whole run happens once, whatever the host.
 testinfra_hosts = inventory_hosts("proxy")

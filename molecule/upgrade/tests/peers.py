@@ -34,6 +34,7 @@ close to the resumed ``welcome``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import ssl
 import time
@@ -84,7 +85,7 @@ class Stream:
     def longest_gap(self) -> float:
         """Longest time between two consecutive arrivals, in seconds."""
         times = [a.at for a in self.arrivals]
-        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class WsPeer(Peer):
         self._send_lock = asyncio.Lock()
         self._closing = False
         self._reader: asyncio.Task | None = None
+        self._resumes: set[asyncio.Task] = set()  # referenced until done: the loop keeps weak ones
 
     @property
     def unconfirmed(self) -> int:
@@ -205,7 +207,9 @@ class WsPeer(Peer):
                 if not waiter.done():
                     waiter.set_exception(ConnectionResetError("connection lost"))
             self._pongs.clear()
-            asyncio.create_task(self._resume(), name=f"resume-{self.name}")
+            resume = asyncio.create_task(self._resume(), name=f"resume-{self.name}")
+            self._resumes.add(resume)
+            resume.add_done_callback(self._resumes.discard)
             return
 
     def _confirm(self, ref: int | str) -> None:
@@ -316,7 +320,8 @@ class PollingPeer(Peer):
         self.id, self.token = welcome["id"], welcome["token"]
         names[self.id] = self.name
         self._poller = asyncio.create_task(self._poll(), name=f"poll-{self.name}")
-        self._unsent.append(("", 0, json.dumps({"type": "join", "room": self.room, "role": self.role, "name": self.name})))
+        join = {"type": "join", "room": self.room, "role": self.role, "name": self.name}
+        self._unsent.append(("", 0, json.dumps(join)))
         await self._flush()
         await self.joined.wait()
 

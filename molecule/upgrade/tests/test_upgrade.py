@@ -43,6 +43,7 @@ The figures (messages, resumes, outages) are printed; ``pytest -s`` shows them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import ssl
@@ -220,7 +221,7 @@ def test_every_instance_restarted_one_at_a_time(step):
         assert start.at > stop.at, f"instance {stop.port} listened before it stopped: {step.events}"
         assert start.version == step.version, f"instance {stop.port} came back with {start.version}"
         windows.append((stop.at, start.at, stop.port))
-    for (_, up, first), (down, _, second) in zip(windows, windows[1:]):
+    for (_, up, first), (down, _, second) in itertools.pairwise(windows):
         assert down > up, f"{second} was stopped before {first} listened again: {step.events}"
 
 

@@ -52,7 +52,8 @@ def test_no_ssh_sources_no_ssh_rule():
         ({"allow": [{"port": 70000}]}, r"firewall_allow\[0\].port must be a port \(1..65535\)"),
         ({"allow": [{"port": "90-80"}]}, r"firewall_allow\[0\].port is a range with its ends swapped"),
         ({"allow": [{"port": 80, "proto": "icmp"}]}, "proto must be one of: tcp, udp"),
-        ({"allow": [{"port": 80, "from": ["10.0.0.5/24"]}]}, r"has host bits set: '10.0.0.5/24' \(the network is 10.0.0.0/24\)"),
+        ({"allow": [{"port": 80, "from": ["10.0.0.5/24"]}]},
+         r"has host bits set: '10.0.0.5/24' \(the network is 10.0.0.0/24\)"),
         ({"allow": [{"port": 80, "from": ["ops.example.org"]}]}, "not a host name"),
         ({"allow": [{"port": 80, "from": "10.0.0.1"}]}, r"from \(or 'any'\) must be a list"),
         ({"allow": [{"port": 80, "source": ["10.0.0.1"]}]}, "unknown keys"),
@@ -62,7 +63,8 @@ def test_no_ssh_sources_no_ssh_rule():
         ({"ssh": {"port": 22, "from": "any"}}, "firewall_ssh_allow must be a list"),
         ({"ssh": {"port": 22, "from": ["300.1.1.1"]}}, r"firewall_ssh_allow\[0\] must be an IPv4/IPv6 address"),
         ({"extra_rules": ["tcp dport 80 accept; flush ruleset"]}, "one rule on one line"),
-        ({"extra_rules": ["}} table ip evil { chain c { type filter hook input priority 0; } }"]}, "one rule on one line"),
+        ({"extra_rules": ["}} table ip evil { chain c { type filter hook input priority 0; } }"]},
+         "one rule on one line"),
         ({"extra_rules": ["} chain x {"]}, "unbalanced braces"),
         ({"extra_rules": ["delete rule inet webrtc_edge input handle 3"]}, "not use 'delete'"),
         ({"rules": [{"port": 6379, "from": {"app9": None}}]}, "the addresses of app9 are unknown"),
@@ -74,7 +76,7 @@ def test_bad_input_is_refused_with_a_message(change, message):
 
 
 def test_the_filter_names_itself_in_errors():
-    with pytest.raises(fm.AnsibleFilterError, match="^firewall_model: firewall_allow"):
+    with pytest.raises(fm.AnsibleFilterError, match=r"^firewall_model: firewall_allow"):
         fm.FilterModule().filters()["firewall_model"]({"allow": [{"port": 0}]})
 
 
@@ -141,7 +143,8 @@ def test_ruleset_order_ssh_then_extra_rules_then_tiers():
     extra = lines.index("        ip saddr 203.0.113.99 drop")
     tiers = next(i for i, line in enumerate(lines) if 'comment "proxy: http, https"' in line)
     assert ssh < extra < tiers
-    assert "        ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 6379 accept comment \"redis: from the app hosts\"" in lines
+    assert ("        ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 6379 accept"
+            " comment \"redis: from the app hosts\"") in lines
     assert "        ip6 saddr fe80::1 tcp dport 6379 accept comment \"redis: from the app hosts\"" in lines
 
 
