@@ -3,7 +3,7 @@
 """The proxy model filters: Ansible names for the functions in plugins/plugin_utils.
 
 The model, its validation and the nginx and Apache renderers are plain Python in
-``plugin_utils`` (proxy, validation, nginx, apache); this file maps filter names to
+``plugin_utils`` (proxy, tls, validation, render, nginx, apache); this file maps filter names to
 them and turns their ``ValueError`` into ``AnsibleFilterError``.
 """
 
@@ -76,11 +76,9 @@ from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.nginx import (
     render_nginx_tls,
     render_nginx_upstream,
 )
-from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.proxy import (
-    build_proxy_model,
-    render_error_document,
-    tls_profile,
-)
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.proxy import build_proxy_model
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.render import render_error_document
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.tls import tls_profile
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.wrap import wrap_filter as _wrap
 
 

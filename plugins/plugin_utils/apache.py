@@ -6,14 +6,8 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.proxy import (
-    CRL_PATH,
-    MANAGED,
-    UPLOAD_ENDPOINT,
-    _block,
-    _check_model,
-    _q,
-)
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.proxy import CRL_PATH, UPLOAD_ENDPOINT
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.render import MANAGED, _block, _check_model, _q
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.validation import parse_version
 
 APACHE_STATUS_PATH = "/server-status"
@@ -143,26 +137,33 @@ def _apache_vhost_open(model, port_key, names, protocols):
     ] + ([f"    ServerAlias {' '.join(names[1:])}"] if names[1:] else []) + [f"    Protocols {protocols}"]
 
 
-def render_apache_site(model, apache_version="2.4.62"):
-    """The whole site file: server-wide TLS and limits, balancers, catch-all and real vhosts."""
-    model = _check_model(model)
-    version = _apache_version(apache_version)
-    tls = model["tls"]
-    names = model["server_names"]
-    roots = model["roots"]
-    limits = model["limits"]
-    cors = model["cors"]
-    env = model["name"].upper().replace("-", "_")
-    https = model["ports"]["https"]
-    codes = model["error_pages"]["codes"]
-    cert = [f"SSLCertificateFile {tls['certificate']}", f"SSLCertificateKeyFile {tls['certificate_key']}"]
-    acme_dir = f"{roots['acme']}/.well-known/acme-challenge/"
-    allow = "Require ip " + " ".join(model["allowlist"]) if model["allowlist"] else "Require all denied"
-    page_count = limits["api_rate"] + limits["api_burst"]
+#: Directory options of every directory the site serves from disk.
+_APACHE_DIR_OPTIONS = ["    Options None", "    AllowOverride None", "    Require all granted"]
 
-    out = [MANAGED, "", f"ServerName {names[0]}", "ServerTokens Prod", "ServerSignature Off", "TraceEnable Off", ""]
-    out += ["# TLS: Mozilla guideline 6.0 " + tls["profile"]] + render_apache_tls(model).splitlines() + [""]
+
+def _apache_cert(model):
+    return [f"SSLCertificateFile {model['tls']['certificate']}",
+            f"SSLCertificateKeyFile {model['tls']['certificate_key']}"]
+
+
+def _apache_acme_dir(model):
+    return f"{model['roots']['acme']}/.well-known/acme-challenge/"
+
+
+def _apache_acme_alias(model):
+    acme_dir = _apache_acme_dir(model)
+    return [f"Alias /.well-known/acme-challenge/ \"{acme_dir}\"", f"<Directory \"{acme_dir}\">",
+            *_APACHE_DIR_OPTIONS, "    ForceType text/plain", "</Directory>"]
+
+
+def _apache_server_wide(model, version):
+    """Server-wide lines: identity, TLS, slow-client timeouts and the per-address request rate."""
     t = model["timeouts"]
+    limits = model["limits"]
+    page_count = limits["api_rate"] + limits["api_burst"]
+    out = [MANAGED, "", f"ServerName {model['server_names'][0]}", "ServerTokens Prod", "ServerSignature Off",
+           "TraceEnable Off", ""]
+    out += ["# TLS: Mozilla guideline 6.0 " + model["tls"]["profile"]] + render_apache_tls(model).splitlines() + [""]
     out += [
         "# Slow clients (slowloris), mod_reqtimeout: the TLS handshake and the whole request head",
         "# each within their timeout; a body is cut off after its timeout unless it keeps up",
@@ -171,7 +172,7 @@ def render_apache_site(model, apache_version="2.4.62"):
         + f"header={t['client_header']} body={t['client_body']},MinRate={APACHE_BODY_MIN_RATE}",
         "",
     ]
-    out += [
+    return out + [
         "# Per-client-address request rate (mod_evasive answers 403 while an address is blocked).",
         "# Connections per address: Apache's modules cannot count them; the apache role's",
         "# nftables rule (apache_conn_limit) resets those above limits.conn_per_address.",
@@ -183,30 +184,28 @@ def render_apache_site(model, apache_version="2.4.62"):
         "DOSBlockingPeriod 10",
         "",
     ]
-    out += render_apache_balancers(model, apache_version).splitlines() + [""]
-    if cors["origins"]:
-        alternatives = "|".join(_apache_regex(o) for o in cors["origins"])
-        out += [f"SetEnvIf Origin \"^({alternatives})$\" {env}_CORS_ORIGIN=$0", ""]
 
-    out += ["# Unknown Host names: the first vhost of each port is the default; refuse there."]
+
+def _apache_catch_all_vhosts(model):
+    """The first vhost of each port is its default: unknown Host names are refused there."""
+    out = ["# Unknown Host names: the first vhost of each port is the default; refuse there."]
     out += _apache_vhost_open(model, "http", ["default.invalid"], "http/1.1")
     out += _block(["<Location \"/\">", "    Require all denied", "</Location>"])
     out += ["</VirtualHost>", ""]
     out += _apache_vhost_open(model, "https", ["default.invalid"], "h2 http/1.1")
-    out += _block(["SSLEngine on"] + cert + ["RewriteEngine On", "RewriteRule ^ - [R=421,L]"])
-    out += ["</VirtualHost>", ""]
+    out += _block(["SSLEngine on"] + _apache_cert(model) + ["RewriteEngine On", "RewriteRule ^ - [R=421,L]"])
+    return out + ["</VirtualHost>", ""]
 
+
+def _apache_http_vhost(model):
+    """Port 80 of the site: ACME HTTP-01, the CA's CRL when there is one, 308 to https."""
+    https = model["ports"]["https"]
     target = "https://%{SERVER_NAME}" + ("" if https == 443 else f":{https}") + "%{REQUEST_URI}"
-    crl = tls["crl"]
-    out += ["# Port 80: ACME HTTP-01 challenges" + (" and the CA's CRL" if crl else "")
-            + ", everything else goes to https with 308."]
-    out += _apache_vhost_open(model, "http", names, "http/1.1")
-    out += _block([
-        f"Alias /.well-known/acme-challenge/ \"{acme_dir}\"",
-        f"<Directory \"{acme_dir}\">",
-        "    Options None", "    AllowOverride None", "    Require all granted", "    ForceType text/plain",
-        "</Directory>",
-    ] + ([
+    crl = model["tls"]["crl"]
+    out = ["# Port 80: ACME HTTP-01 challenges" + (" and the CA's CRL" if crl else "")
+           + ", everything else goes to https with 308."]
+    out += _apache_vhost_open(model, "http", model["server_names"], "http/1.1")
+    out += _block(_apache_acme_alias(model) + ([
         f"Alias {CRL_PATH} \"{crl}\"",
         f"<Location \"{CRL_PATH}\">",
         "    Require all granted", "    ForceType application/pkix-crl",
@@ -217,15 +216,13 @@ def render_apache_site(model, apache_version="2.4.62"):
     ] + ([f"RewriteCond %{{REQUEST_URI}} !={CRL_PATH}"] if crl else []) + [
         f"RewriteRule ^ {target} [R=308,L]",
     ])
-    out += ["</VirtualHost>", ""]
+    return out + ["</VirtualHost>", ""]
 
-    locs = {loc["kind"]: loc for loc in model["locations"]}
-    static_root, uploads_root = locs["static"]["root"], locs["uploads"]["root"]
-    vhost = [
-        "SSLEngine on",
-    ] + cert + [
-        "",
-    ] + ([
+
+def _apache_site_files(model, static_root):
+    """The site vhost's TLS, headers, compression, error pages and the directories it serves."""
+    errors = model["roots"]["errors"]
+    return ["SSLEngine on"] + _apache_cert(model) + [""] + ([
         f"DocumentRoot \"{static_root}\"",
         "DirectoryIndex index.html",
         "",
@@ -233,41 +230,47 @@ def render_apache_site(model, apache_version="2.4.62"):
         "",
         f"AddOutputFilterByType DEFLATE {' '.join(model['gzip_types'])}",
         "",
-    ] + [f"ErrorDocument {c} {model['error_pages']['html']}" for c in codes] + [
+    ] + [f"ErrorDocument {c} {model['error_pages']['html']}" for c in model["error_pages"]["codes"]] + [
         "",
-        f"Alias /_errors/ \"{roots['errors']}/\"",
-        f"<Directory \"{roots['errors']}/\">",
-        "    Options None", "    AllowOverride None", "    Require all granted",
+        f"Alias /_errors/ \"{errors}/\"",
+        f"<Directory \"{errors}/\">",
+        *_APACHE_DIR_OPTIONS,
         f"    Header always set Cache-Control {_q(model['cache']['errors'])}",
         "</Directory>",
-        f"Alias /.well-known/acme-challenge/ \"{acme_dir}\"",
-        f"<Directory \"{acme_dir}\">",
-        "    Options None", "    AllowOverride None", "    Require all granted", "    ForceType text/plain",
-        "</Directory>",
-    ]
-    uploads_headers = _block(render_apache_headers(model, uploads=True).splitlines()) + [
+    ] + _apache_acme_alias(model)
+
+
+def _apache_uploads(model, uploads_root):
+    """``/uploads/``: from disk, or through the uploads host's app with the proxy's headers, GET only."""
+    headers = _block(render_apache_headers(model, uploads=True).splitlines()) + [
         f"    Header always set Cache-Control {_q(model['cache']['uploads'])}",
     ]
     if uploads_root:
-        vhost += [
-            f"Alias /uploads/ \"{uploads_root}/\"",
-            f"<Directory \"{uploads_root}/\">",
-            "    Options None", "    AllowOverride None", "    Require all granted", "    SetHandler None",
-        ] + uploads_headers + ["</Directory>"]
-    else:  # the uploads host's app serves them; the proxy sets the headers and refuses writes
-        vhost += ["<Location \"/uploads/\">", "    Header onsuccess unset Cache-Control"] + uploads_headers + [
-            "    <LimitExcept GET>", "        Require all denied", "    </LimitExcept>", "</Location>"]
-    if static_root:
-        vhost += [
-            f"<Directory \"{static_root}\">",
-            "    Options None", "    AllowOverride None", "    Require all granted",
-            f"    Header always set Cache-Control {_q(model['cache']['pages'])}",
-            f"    <FilesMatch \"{model['cache']['fingerprint_regex']}\">",
-            f"        Header always set Cache-Control {_q(model['cache']['assets'])}",
-            "    </FilesMatch>",
-            "</Directory>",
-        ]
-    vhost += [
+        return [f"Alias /uploads/ \"{uploads_root}/\"", f"<Directory \"{uploads_root}/\">",
+                *_APACHE_DIR_OPTIONS, "    SetHandler None"] + headers + ["</Directory>"]
+    # the uploads host's app serves them; the proxy sets the headers and refuses writes
+    return ["<Location \"/uploads/\">", "    Header onsuccess unset Cache-Control"] + headers + [
+        "    <LimitExcept GET>", "        Require all denied", "    </LimitExcept>", "</Location>"]
+
+
+def _apache_static_dir(model, static_root):
+    """Client files: pages revalidated, fingerprinted assets cached for a year."""
+    if not static_root:
+        return []
+    return [
+        f"<Directory \"{static_root}\">",
+        *_APACHE_DIR_OPTIONS,
+        f"    Header always set Cache-Control {_q(model['cache']['pages'])}",
+        f"    <FilesMatch \"{model['cache']['fingerprint_regex']}\">",
+        f"        Header always set Cache-Control {_q(model['cache']['assets'])}",
+        "    </FilesMatch>",
+        "</Directory>",
+    ]
+
+
+def _apache_proxying(model, env, uploads_root):
+    """mod_proxy settings, the sticky-route cookie, and what goes to which balancer."""
+    out = [
         "",
         "ProxyRequests Off",
         "# The app's own Server header (aiohttp and Python versions) stays inside.",
@@ -280,13 +283,13 @@ def render_apache_site(model, apache_version="2.4.62"):
         "RequestHeader set X-Real-IP \"%{REMOTE_ADDR}s\"",
     ]
     if model["upstream"]["balance"] in ("ip_hash", "room_hash"):
-        vhost.append(
+        out.append(
             f"Header add Set-Cookie \"{env}_ROUTE=.%{{BALANCER_WORKER_ROUTE}}e; Path=/; Secure; HttpOnly; "
             "SameSite=Lax\" env=BALANCER_ROUTE_CHANGED"
         )
     app = _apache_balancer_name(model, "app")
     uploads = _apache_balancer_name(model, "uploads")
-    vhost += [
+    return out + [
         "",
         "ProxyPass \"/_errors/\" \"!\"",
         "ProxyPass \"/.well-known/acme-challenge/\" \"!\"",
@@ -300,6 +303,13 @@ def render_apache_site(model, apache_version="2.4.62"):
         f"ProxyPass \"/api/\" \"{app}/api/\"",
         f"ProxyPassMatch \"^/(health|metrics)$\" \"{app}/$1\"",
         "",
+    ]
+
+
+def _apache_rewrites(model, env, static_root):
+    """mod_rewrite refusals (smuggling, oversize bodies, HTTP/1.0 upgrades), CORS preflights,
+    and the fallback of everything not on disk to the app."""
+    out = [
         "RewriteEngine On",
         "# Request smuggling: Apache reads a request carrying both Content-Length and",
         "# Transfer-Encoding by the latter alone (RFC 9112 allows it) and drops the former, so the",
@@ -310,7 +320,7 @@ def render_apache_site(model, apache_version="2.4.62"):
         "RewriteRule ^ - [R=400,L]",
         # LimitRequestBody does not apply to reverse-proxied requests: refuse an
         # announced oversize body here, before anything reaches the app.
-        f"RewriteCond %{{HTTP:Content-Length}} -gt{limits['body_max']}",
+        f"RewriteCond %{{HTTP:Content-Length}} -gt{model['limits']['body_max']}",
         "RewriteRule ^/api/ - [R=413,L]",
         # RFC 6455 4.1: a WebSocket handshake is HTTP/1.1 or later. mod_proxy would send an
         # HTTP/1.0 upgrade on to the app as HTTP/1.1 and tunnel it without the 101 (no 1xx
@@ -318,13 +328,13 @@ def render_apache_site(model, apache_version="2.4.62"):
         "RewriteCond %{SERVER_PROTOCOL} =HTTP/1.0",
         "RewriteRule ^/ws$ - [R=400,L]",
     ]
-    if cors["origins"]:
-        vhost += [
+    if model["cors"]["origins"]:
+        out += [
             "RewriteCond %{REQUEST_METHOD} =OPTIONS",
             f"RewriteCond %{{ENV:{env}_CORS_ORIGIN}} !^$",
             "RewriteRule ^/api/ - [R=204,L]",
         ]
-    vhost += [
+    return out + [
         "# Static client files from disk; anything not on disk goes to the app." if static_root else
         "# No client files on this host: the app serves them.",
         "RewriteCond %{REQUEST_URI} !^/(api/|ws$|health$|metrics$|uploads/|_errors/|server-status$|\\.well-known/)",
@@ -332,14 +342,19 @@ def render_apache_site(model, apache_version="2.4.62"):
         "RewriteCond %{DOCUMENT_ROOT}%{REQUEST_URI} !-f",
         "RewriteCond %{DOCUMENT_ROOT}%{REQUEST_URI}index.html !-f",
     ] if static_root else []) + [
-        f"RewriteRule ^ \"{app}%{{REQUEST_URI}}\" [P]",
+        f"RewriteRule ^ \"{_apache_balancer_name(model, 'app')}%{{REQUEST_URI}}\" [P]",
         "",
-        "<Location \"/api/\">",
-        f"    LimitRequestBody {limits['body_max']}",
-    ] + [f"    ErrorDocument {c} {model['error_pages']['json']}" for c in codes]
+    ]
+
+
+def _apache_api_location(model, env):
+    """``/api/``: the body limit, JSON error pages and the CORS answers for allowed origins."""
+    cors = model["cors"]
+    out = ["<Location \"/api/\">", f"    LimitRequestBody {model['limits']['body_max']}"]
+    out += [f"    ErrorDocument {c} {model['error_pages']['json']}" for c in model["error_pages"]["codes"]]
     if cors["origins"]:
         cond = f"env={env}_CORS_ORIGIN"
-        vhost += [f"    Header onsuccess unset {h}" for h in (
+        out += [f"    Header onsuccess unset {h}" for h in (
             "Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers",
             "Access-Control-Max-Age", "Access-Control-Allow-Credentials")] + [
             f"    Header always set Access-Control-Allow-Origin \"%{{{env}_CORS_ORIGIN}}e\" {cond}",
@@ -349,9 +364,14 @@ def render_apache_site(model, apache_version="2.4.62"):
             "    Header always merge Vary Origin",
         ]
         if cors["credentials"]:
-            vhost.append(f"    Header always set Access-Control-Allow-Credentials \"true\" {cond}")
-    vhost += [
-        "</Location>",
+            out.append(f"    Header always set Access-Control-Allow-Credentials \"true\" {cond}")
+    return out + ["</Location>"]
+
+
+def _apache_restricted_locations(model):
+    """``/metrics`` for the allowlist only; the status page never on the site."""
+    allow = "Require ip " + " ".join(model["allowlist"]) if model["allowlist"] else "Require all denied"
+    return [
         "<Location \"/metrics\">",
         f"    {allow}",
         "</Location>",
@@ -361,7 +381,28 @@ def render_apache_site(model, apache_version="2.4.62"):
         "    Require all denied",
         "</Location>",
     ]
-    out += ["# The site."] + _apache_vhost_open(model, "https", names, "h2 http/1.1")
+
+
+def render_apache_site(model, apache_version="2.4.62"):
+    """The whole site file: server-wide TLS and limits, balancers, catch-all and real vhosts."""
+    model = _check_model(model)
+    version = _apache_version(apache_version)
+    env = model["name"].upper().replace("-", "_")
+    out = _apache_server_wide(model, version)
+    out += render_apache_balancers(model, apache_version).splitlines() + [""]
+    if model["cors"]["origins"]:
+        alternatives = "|".join(_apache_regex(o) for o in model["cors"]["origins"])
+        out += [f"SetEnvIf Origin \"^({alternatives})$\" {env}_CORS_ORIGIN=$0", ""]
+    out += _apache_catch_all_vhosts(model)
+    out += _apache_http_vhost(model)
+
+    locs = {loc["kind"]: loc for loc in model["locations"]}
+    static_root, uploads_root = locs["static"]["root"], locs["uploads"]["root"]
+    vhost = _apache_site_files(model, static_root) + _apache_uploads(model, uploads_root)
+    vhost += _apache_static_dir(model, static_root) + _apache_proxying(model, env, uploads_root)
+    vhost += _apache_rewrites(model, env, static_root)
+    vhost += _apache_api_location(model, env) + _apache_restricted_locations(model)
+    out += ["# The site."] + _apache_vhost_open(model, "https", model["server_names"], "h2 http/1.1")
     out += _block(vhost) + ["</VirtualHost>", ""]
     out += _apache_status_vhost(model)
     return "\n".join(line.rstrip() for line in out) + "\n"

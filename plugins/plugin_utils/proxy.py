@@ -2,17 +2,24 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The reverse-proxy model: role variables -> one validated, normalised dictionary.
 
-Constants (Mozilla TLS guideline 6.0, defaults, the location table), ``build_proxy_model``,
-``tls_profile``, the error documents, and the helpers the nginx and Apache renderers share.
+Constants (defaults, the location table) and ``build_proxy_model`` with the validation of
+each section of its input. The TLS profiles are in ``tls``, what both renderers share (the
+error documents among it) in ``render``, the renderers in ``nginx`` and ``apache``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from typing import Any
 
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.tls import (
+    TLS_CURVES,
+    TLS_PQ_CURVE,
+    TLS_PQ_MIN_OPENSSL,
+    TLS_PROFILES,
+    tls_profile,
+)
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.validation import (
     _HEADER_NAME_RE,
     _MIME_RE,
@@ -32,28 +39,6 @@ from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.validation import
     _string,
     parse_version,
 )
-
-#: Mozilla server-side TLS guideline 6.0 (ssl-config-generator guidelines/6.0.json).
-TLS_PROFILES = {
-    "intermediate": {
-        "protocols": ["TLSv1.2", "TLSv1.3"],
-        "ciphers": [
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-            "ECDHE-RSA-AES128-GCM-SHA256",
-            "ECDHE-ECDSA-AES256-GCM-SHA384",
-            "ECDHE-RSA-AES256-GCM-SHA384",
-            "ECDHE-ECDSA-CHACHA20-POLY1305",
-            "ECDHE-RSA-CHACHA20-POLY1305",
-        ],
-    },
-    "modern": {
-        "protocols": ["TLSv1.3"],
-        "ciphers": [],
-    },
-}
-TLS_CURVES = ["X25519", "prime256v1", "secp384r1"]
-TLS_PQ_CURVE = "X25519MLKEM768"
-TLS_PQ_MIN_OPENSSL = (3, 5)
 
 BALANCE_METHODS = ("least_conn", "round_robin", "ip_hash", "room_hash")
 
@@ -159,7 +144,7 @@ CRL_PATH = "/.well-known/webrtc-edge/ca.crl"
 ERROR_CODES = (502, 503, 504)
 #: The status server listens on loopback only: the exporters run on the proxy host.
 STATUS_ADDRESS = "127.0.0.1"
-MANAGED = "# Managed by Ansible (webrtc-edge): rendered from the proxy model, do not edit."
+
 
 
 def _merged(spec, key):
@@ -283,14 +268,6 @@ def _cors(spec):
     }
 
 
-def tls_profile(name):
-    """The protocols and TLS 1.2 cipher suites of a Mozilla profile, for TLS servers other than
-    the proxy (coturn's TURN over TLS) that must offer the same."""
-    if name not in TLS_PROFILES:
-        raise ValueError(f"profile must be one of {', '.join(sorted(TLS_PROFILES))}, got {name!r}")
-    return {"protocols": list(TLS_PROFILES[name]["protocols"]), "ciphers": list(TLS_PROFILES[name]["ciphers"])}
-
-
 def _tls(spec):
     tls = _merged(spec, "tls")
     profile = tls["profile"]
@@ -354,13 +331,7 @@ def _headers(spec, hsts):
     )
 
 
-def build_proxy_model(spec):
-    """Validate role variables and return the normalised proxy model.
-
-    ``spec`` is a dict; only ``server_names`` and ``upstreams`` are required,
-    every other key falls back to ``DEFAULTS``. Raises ``ValueError`` with a
-    message naming the offending key on any bad input.
-    """
+def _check_top_keys(spec):
     spec = _mapping(spec, "proxy model input")
     unknown = sorted(set(spec) - _TOP_KEYS)
     if unknown:
@@ -368,14 +339,21 @@ def build_proxy_model(spec):
     for key in ("server_names", "upstreams"):
         if key not in spec:
             raise ValueError(f"missing required key {key!r}")
+    return spec
 
+
+def _name_and_balance(spec):
     name = _string(spec.get("name", DEFAULTS["name"]), "name")
     if not _NAME_RE.match(name):
         raise ValueError(f"name must match {_NAME_RE.pattern}, got {name!r}")
     balance = spec.get("balance", DEFAULTS["balance"])
     if balance not in BALANCE_METHODS:
         raise ValueError(f"balance must be one of {', '.join(BALANCE_METHODS)}, got {balance!r}")
+    return name, balance
 
+
+def _ports(spec):
+    """``(http, https, status)``: three different ports."""
     http_port = _port(spec.get("http_port", DEFAULTS["http_port"]), "http_port")
     https_port = _port(spec.get("https_port", DEFAULTS["https_port"]), "https_port")
     if http_port == https_port:
@@ -383,22 +361,31 @@ def build_proxy_model(spec):
     status_port = _port(spec.get("status_port", DEFAULTS["status_port"]), "status_port")
     if status_port in (http_port, https_port):
         raise ValueError(f"status_port ({status_port}) must differ from http_port and https_port")
+    return http_port, https_port, status_port
 
-    upstream_defaults = _merged(spec, "upstream_defaults")
+
+def _app_servers(spec, balance, upstream_defaults, status_port):
+    """The app's upstream servers; none of this host's may sit on the status port."""
     servers = _upstreams(spec["upstreams"], balance, upstream_defaults)
     for server in servers:
         if server["port"] == status_port and ipaddress.ip_address(server["address"]).is_loopback:
             raise ValueError(f"status_port ({status_port}) is taken by the app instance "
                              f"{server['address']}:{server['port']} on this host: pick another")
+    return servers
 
+
+def _limits(spec):
     limits = _merged(spec, "limits")
-    limits = {
+    return {
         "api_rate": _int(limits["api_rate"], "limits.api_rate", 1, 100000),
         "api_burst": _int(limits["api_burst"], "limits.api_burst", 0, 100000),
         "conn_per_address": _int(limits["conn_per_address"], "limits.conn_per_address", 1, 100000),
         "body_max": _size(limits["body_max"], "limits.body_max"),
     }
 
+
+def _timeouts(spec):
+    """Timeouts towards the app and of clients; the read timeouts must outlast the app's waits."""
     app = _merged(spec, "app")
     heartbeat = _seconds(app["heartbeat"], "app.heartbeat")
     longpoll = _seconds(app["longpoll_max_wait"], "app.longpoll_max_wait")
@@ -411,7 +398,10 @@ def build_proxy_model(spec):
         raise ValueError(
             f"timeouts.api_read ({timeouts['api_read']}s) must exceed the long-poll wait ({longpoll}s)"
         )
+    return timeouts
 
+
+def _allowlist(spec):
     allowlist = []
     for i, raw in enumerate(_list(spec.get("allowlist", DEFAULTS["allowlist"]), "allowlist")):
         try:
@@ -421,10 +411,10 @@ def build_proxy_model(spec):
         text = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
         if text not in allowlist:
             allowlist.append(text)
+    return allowlist
 
-    roots = {k: _abs_path(v, f"roots.{k}") for k, v in _merged(spec, "roots").items()}
-    cache = {k: _int(v, f"cache.{k}", 0, 31536000) for k, v in _merged(spec, "cache").items()}
 
+def _gzip_types(spec):
     gzip_types = []
     for i, raw in enumerate(_list(spec.get("gzip_types", DEFAULTS["gzip_types"]), "gzip_types")):
         mime = _string(raw, f"gzip_types[{i}]").lower()
@@ -432,7 +422,37 @@ def build_proxy_model(spec):
             raise ValueError(f"gzip_types[{i}] is not a MIME type: {raw!r}")
         if mime not in gzip_types:
             gzip_types.append(mime)
+    return gzip_types
 
+
+def _cache(cache):
+    return {
+        "assets": f"public, max-age={cache['assets_max_age']}, immutable",
+        "pages": "no-cache",
+        "uploads": f"public, max-age={cache['uploads_max_age']}",
+        "errors": "no-store",
+        "fingerprint_regex": FINGERPRINT_REGEX,
+    }
+
+
+def build_proxy_model(spec):
+    """Validate role variables and return the normalised proxy model.
+
+    ``spec`` is a dict; only ``server_names`` and ``upstreams`` are required,
+    every other key falls back to ``DEFAULTS``. Raises ``ValueError`` with a
+    message naming the offending key on any bad input.
+    """
+    spec = _check_top_keys(spec)
+    name, balance = _name_and_balance(spec)
+    http_port, https_port, status_port = _ports(spec)
+    upstream_defaults = _merged(spec, "upstream_defaults")
+    servers = _app_servers(spec, balance, upstream_defaults, status_port)
+    limits = _limits(spec)
+    timeouts = _timeouts(spec)
+    allowlist = _allowlist(spec)
+    roots = {k: _abs_path(v, f"roots.{k}") for k, v in _merged(spec, "roots").items()}
+    cache = {k: _int(v, f"cache.{k}", 0, 31536000) for k, v in _merged(spec, "cache").items()}
+    gzip_types = _gzip_types(spec)
     hsts = _hsts(spec)
     headers, uploads_headers = _headers(spec, hsts)
     keepalive = _int(spec.get("keepalive", DEFAULTS["keepalive"]), "keepalive", 1, 1024)
@@ -446,25 +466,14 @@ def build_proxy_model(spec):
         "ports": {"http": http_port, "https": https_port},
         "status": {"address": STATUS_ADDRESS, "port": status_port},
         "listen_ipv6": _bool(spec.get("listen_ipv6", DEFAULTS["listen_ipv6"]), "listen_ipv6"),
-        "upstream": {
-            "name": app_upstream,
-            "balance": balance,
-            "keepalive": keepalive,
-            "servers": servers,
-        },
+        "upstream": {"name": app_upstream, "balance": balance, "keepalive": keepalive, "servers": servers},
         "uploads_upstream": uploads_upstream,
         "files_from_disk": files_from_disk,
         "tls": _tls(spec),
         "hsts": hsts,
         "headers": headers,
         "uploads_headers": uploads_headers,
-        "cache": {
-            "assets": f"public, max-age={cache['assets_max_age']}, immutable",
-            "pages": "no-cache",
-            "uploads": f"public, max-age={cache['uploads_max_age']}",
-            "errors": "no-store",
-            "fingerprint_regex": FINGERPRINT_REGEX,
-        },
+        "cache": _cache(cache),
         "limits": limits,
         "timeouts": timeouts,
         "cors": _cors(spec),
@@ -501,44 +510,3 @@ def _locations(roots, app_upstream, uploads_upstream):
         table.append({"path": path, "match": match, "kind": kind, "restricted": restricted,
                       "upstream": upstream, "root": root})
     return table
-
-
-def _check_model(model):
-    """Cheap structural check for renderers: refuse anything not built by ``build_proxy_model``."""
-    model = _mapping(model, "model")
-    missing = {"name", "server_names", "upstream", "tls", "headers", "locations"} - set(model)
-    if missing:
-        raise ValueError(
-            f"input is not a proxy model (missing {', '.join(sorted(missing))}); pipe it through proxy_model first")
-    return model
-
-
-# ---------------------------------------------------------------------------
-# Shared renderers
-# ---------------------------------------------------------------------------
-
-def render_error_document(model, kind="html"):
-    """Body of the page answered when every upstream is down or overloaded."""
-    _check_model(model)
-    if kind == "json":
-        return json.dumps({"type": "error", "code": "unavailable",
-                           "message": "the signaling service is temporarily unavailable, retry shortly"}) + "\n"
-    if kind != "html":
-        raise ValueError(f"kind must be html or json, got {kind!r}")
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">"
-        "<title>Service unavailable</title></head>\n<body>\n"
-        "<h1>Service unavailable</h1>\n"
-        "<p>The signaling service is temporarily unavailable. Please retry in a moment.</p>\n"
-        "</body>\n</html>\n"
-    )
-
-
-def _block(lines, indent=1):
-    pad = "    " * indent
-    return [pad + line if line else "" for line in lines]
-
-def _q(value):
-    """Quote a validated value for nginx or Apache (validation refused quotes)."""
-    return f'"{value}"'
-

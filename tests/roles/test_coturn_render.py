@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from local_playbook import ROOT, render_templates, role_vars_files
 
-from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import proxy
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import tls
 
 ROLE = ROOT / "roles" / "coturn"
 
@@ -54,7 +54,7 @@ def dropin(rendered: Path, name: str) -> list[str]:
 
 def test_tls_with_coturns_copy_of_the_certificate_and_the_proxy_profile(rendered):
     lines = config(rendered, "default")
-    intermediate = proxy.tls_profile("intermediate")
+    intermediate = tls.tls_profile("intermediate")
     assert lines[lines.index("tls-listening-port=5349"):lines.index("no-dtls") + 1] == [
         "tls-listening-port=5349",
         "cert=/etc/coturn/tls/fullchain.pem",

@@ -9,7 +9,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.webrtc_edge.edge.plugins.filter import proxy_model as proxy_filters
-from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import apache, nginx, proxy, validation
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import apache, nginx, proxy, render, tls, validation
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -110,16 +110,16 @@ def test_curves_follow_openssl_version(spec, openssl, curves):
     [("intermediate", ["TLSv1.2", "TLSv1.3"], 6), ("modern", ["TLSv1.3"], 0)],
 )
 def test_tls_profiles(spec, profile, protocols, cipher_count):
-    tls = build(spec, **{"tls.profile": profile})["tls"]
-    assert tls["protocols"] == protocols
-    assert len(tls["ciphers"]) == cipher_count
+    offered = build(spec, **{"tls.profile": profile})["tls"]
+    assert offered["protocols"] == protocols
+    assert len(offered["ciphers"]) == cipher_count
     # What tls_profile gives servers beside the proxy (coturn) is what the proxy offers.
-    assert proxy.tls_profile(profile) == {"protocols": tls["protocols"], "ciphers": tls["ciphers"]}
+    assert tls.tls_profile(profile) == {"protocols": offered["protocols"], "ciphers": offered["ciphers"]}
 
 
 def test_tls_profile_refuses_an_unknown_name():
     with pytest.raises(ValueError, match="profile must be one of intermediate, modern, got 'old'"):
-        proxy.tls_profile("old")
+        tls.tls_profile("old")
 
 
 @pytest.mark.parametrize(
@@ -278,12 +278,12 @@ def test_renderer_refuses_bad_include_path(spec):
 
 def test_error_documents(spec):
     model = proxy.build_proxy_model(spec)
-    body = json.loads(proxy.render_error_document(model, "json"))
+    body = json.loads(render.render_error_document(model, "json"))
     assert body["type"] == "error" and body["code"] == "unavailable"
-    html = proxy.render_error_document(model, "html")
+    html = render.render_error_document(model, "html")
     assert html.startswith("<!DOCTYPE html>") and "unavailable" in html
     with pytest.raises(ValueError, match="kind must be html or json"):
-        proxy.render_error_document(model, "xml")
+        render.render_error_document(model, "xml")
 
 
 # ---------------------------------------------------------------------------
@@ -356,7 +356,7 @@ def test_nginx_tls_golden(spec, profile, version, expected):
 
 def test_nginx_headers_golden(spec):
     assert nginx.render_nginx_headers(proxy.build_proxy_model(spec)) == (
-        proxy.MANAGED + "\n"
+        render.MANAGED + "\n"
         "# Included in the server block and in every location: nginx drops inherited\n"
         "# add_header directives in any location that sets its own.\n"
         'add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;\n'
@@ -580,7 +580,7 @@ def test_apache_tls_golden(spec, profile, expected):
 
 def test_apache_ports(spec):
     assert apache.render_apache_ports(build(spec, http_port=8080, https_port=8443)) == (
-        proxy.MANAGED + "\nListen 8080\nListen 127.0.0.1:8405\n<IfModule ssl_module>\n    Listen 8443\n</IfModule>\n"
+        render.MANAGED + "\nListen 8080\nListen 127.0.0.1:8405\n<IfModule ssl_module>\n    Listen 8443\n</IfModule>\n"
     )
 
 
