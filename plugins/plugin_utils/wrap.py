@@ -5,6 +5,8 @@ Ansible shows ``AnsibleFilterError`` naming the filter."""
 
 from __future__ import annotations
 
+import functools
+
 from ansible.errors import AnsibleFilterError
 
 
@@ -17,6 +19,7 @@ def wrap_filter(filter_name, func):
         except (ValueError, TypeError, KeyError) as exc:
             raise AnsibleFilterError(f"{filter_name}: {exc}") from exc
 
+    # The function's docstring and signature (inspect follows __wrapped__), the filter's name.
+    functools.update_wrapper(wrapper, func)
     wrapper.__name__ = filter_name
-    wrapper.__doc__ = func.__doc__
     return wrapper
