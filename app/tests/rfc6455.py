@@ -463,7 +463,7 @@ _NOT_A_HANDSHAKE = {
 }
 # Both proxies talk HTTP/1.1 to the app whatever the client spoke, so the app cannot refuse an
 # HTTP/1.0 upgrade behind them: the proxies' /ws locations refuse it themselves with 400
-# (plugins/filter/proxy_model.py), and H.4.1 expects 400 on every path.
+# (plugins/plugin_utils/nginx.py and apache.py), and H.4.1 expects 400 on every path.
 # What the proxies make of some of them before the app sees them: PROXIED[via] lists the cases
 # a proxy turns into a complete handshake (101 and welcome).
 PROXIED: dict[str, set[str]] = {

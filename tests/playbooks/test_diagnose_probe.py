@@ -13,17 +13,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import apache, nginx
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import firewall as fm
+
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "plugins" / "filter" / "golden"
-sys.path.insert(0, str(REPO / "plugins" / "filter"))
-
-import firewall_model as fm  # noqa: E402
-import proxy_model as pm  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("diagnose_probe", REPO / "playbooks" / "files" / "diagnose_probe.py")
 probe = importlib.util.module_from_spec(_spec)
@@ -110,4 +108,4 @@ def test_the_probe_reads_the_firewall_roles_table():
 
 def test_the_troubleshooting_guide_names_the_status_pages():
     guide = (REPO / "docs" / "troubleshooting.md").read_text()
-    assert f"`{pm.NGINX_STATUS_PATH}`" in guide and f"`{pm.APACHE_STATUS_PATH}`" in guide
+    assert f"`{nginx.NGINX_STATUS_PATH}`" in guide and f"`{apache.APACHE_STATUS_PATH}`" in guide

@@ -13,15 +13,14 @@ Molecule; here each variant's text is checked.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from local_playbook import ROOT, render_templates, role_vars_files
 
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import tls
+
 ROLE = ROOT / "roles" / "coturn"
-sys.path.insert(0, str(ROOT / "plugins" / "filter"))
-import proxy_model as pm  # noqa: E402
 
 COMMON = {"coturn_public_host": "turn.example.org", "coturn_static_auth_secret": "0123456789abcdef0123",
           "coturn_room_max_peers": 50}
@@ -55,7 +54,7 @@ def dropin(rendered: Path, name: str) -> list[str]:
 
 def test_tls_with_coturns_copy_of_the_certificate_and_the_proxy_profile(rendered):
     lines = config(rendered, "default")
-    intermediate = pm.tls_profile("intermediate")
+    intermediate = tls.tls_profile("intermediate")
     assert lines[lines.index("tls-listening-port=5349"):lines.index("no-dtls") + 1] == [
         "tls-listening-port=5349",
         "cert=/etc/coturn/tls/fullchain.pem",

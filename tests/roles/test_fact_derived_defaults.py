@@ -14,18 +14,14 @@ and redis_maxmemory.
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
-from test_proxy_sizing import ROLES, ROOT, SMALL_HOST, TEST_MACHINE, resolved_defaults
+from test_proxy_sizing import ROLES, SMALL_HOST, TEST_MACHINE, resolved_defaults
 
-# plugins/filter is not a package: Ansible loads it by path, tests import it by name.
-sys.path.insert(0, str(ROOT / "plugins" / "filter"))
-import proxy_model as pm
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import nginx, proxy
 
 TWO_GIB = {"processor_vcpus": 2, "memtotal_mb": 2048}
 MID_HOST = {"processor_vcpus": 8, "memtotal_mb": 32768}
@@ -67,7 +63,7 @@ def test_proxy_keepalive_follows_the_cpus(facts, keepalive):
 
 def test_proxy_keepalive_without_facts_is_the_models_default():
     """gather_facts: false (tests/plugins/filter/playbooks/render.yml) gives what the filter gives alone."""
-    assert ansible_default("proxy", "proxy_keepalive", NO_FACTS) == pm.DEFAULTS["keepalive"]
+    assert ansible_default("proxy", "proxy_keepalive", NO_FACTS) == proxy.DEFAULTS["keepalive"]
 
 
 @pytest.mark.parametrize("facts", [SMALL_HOST, TWO_GIB, TEST_MACHINE, BIG_HOST])
@@ -75,11 +71,11 @@ def test_proxy_model_renders_the_derived_keepalive(facts):
     keepalive = resolved_defaults("proxy", facts, **PROXY_CONTEXT)["proxy_keepalive"]
     spec = {"server_names": ["signal.example.org"], "upstreams": [{"address": "127.0.0.1", "port": 8081}],
             "keepalive": keepalive}
-    model = pm.build_proxy_model(spec)
+    model = proxy.build_proxy_model(spec)
     assert model["upstream"]["keepalive"] == keepalive
-    assert f"    keepalive {keepalive};\n" in pm.render_nginx_upstream(model)
+    assert f"    keepalive {keepalive};\n" in nginx.render_nginx_upstream(model)
     # vars/main.yml passes it as "{{ proxy_keepalive }}": a string of digits is taken too.
-    assert pm.build_proxy_model({**spec, "keepalive": str(keepalive)})["upstream"]["keepalive"] == keepalive
+    assert proxy.build_proxy_model({**spec, "keepalive": str(keepalive)})["upstream"]["keepalive"] == keepalive
 
 
 @pytest.mark.parametrize(("facts", "nofile"), [

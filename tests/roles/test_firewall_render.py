@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import firewall as fm
+
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "firewall"
-sys.path.insert(0, str(REPO / "plugins" / "filter"))
-
-import firewall_model as fm  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("firewall_state", ROLE / "files" / "firewall_state.py")
 state = importlib.util.module_from_spec(_spec)

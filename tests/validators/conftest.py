@@ -6,14 +6,16 @@ Nothing under /etc is touched and no daemon is started.
 """
 
 import pytest
-from validator_helpers import installed_version, model_spec, pm
+from validator_helpers import installed_version, model_spec
+
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import proxy
 
 
 @pytest.fixture(params=["single", "multi", "split"])
 def model(request, tmp_path):
     """The validated model of a single-host, a multi-host and a split deployment (the proxy
     on a host of its own: no client files or uploads on its disk)."""
-    return pm.build_proxy_model(model_spec(tmp_path, request.param))
+    return proxy.build_proxy_model(model_spec(tmp_path, request.param))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from validator_helpers import pm
+
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import apache
 
 DEBIAN_TREE = Path("/etc/apache2")
 MODS_AVAILABLE = DEBIAN_TREE / "mods-available"
@@ -24,7 +25,7 @@ def apache_tree(tmp_path, model, apache_version):
     shutil.copytree(DEBIAN_TREE, root, symlinks=True)
     for link in (root / "sites-enabled").iterdir():
         link.unlink()
-    for module in pm.render_apache_modules(model, apache_version=apache_version):
+    for module in apache.render_apache_modules(model, apache_version=apache_version):
         load = MODS_AVAILABLE / f"{module}.load"
         assert load.exists(), f"module {module} is not installed ({load} missing; libapache2-mod-evasive?)"
         for suffix in (".load", ".conf"):
@@ -32,9 +33,9 @@ def apache_tree(tmp_path, model, apache_version):
             enabled = root / "mods-enabled" / f"{module}{suffix}"
             if available.exists() and not enabled.exists():
                 enabled.symlink_to(f"../mods-available/{module}{suffix}")
-    (root / "ports.conf").write_text(pm.render_apache_ports(model))
+    (root / "ports.conf").write_text(apache.render_apache_ports(model))
     (root / "sites-available" / "webrtc-edge.conf").write_text(
-        pm.render_apache_site(model, apache_version=apache_version))
+        apache.render_apache_site(model, apache_version=apache_version))
     (root / "sites-enabled" / "webrtc-edge.conf").symlink_to("../sites-available/webrtc-edge.conf")
     return root
 

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from validator_helpers import model_spec, pm
+from validator_helpers import model_spec
+
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import nginx, proxy
 
 GIXY = Path(sys.executable).with_name("gixy")
 
@@ -37,9 +39,9 @@ def render_tree(tmp_path, model, nginx_version, main=None):
     sites.mkdir(exist_ok=True)
     include = tmp_path / "snippets" / "webrtc-edge-headers.conf"
     include.parent.mkdir(exist_ok=True)
-    include.write_text(pm.render_nginx_headers(model))
+    include.write_text(nginx.render_nginx_headers(model))
     (sites / "webrtc-edge.conf").write_text(
-        pm.render_nginx_site(model, nginx_version=nginx_version, headers_include=str(include)))
+        nginx.render_nginx_site(model, nginx_version=nginx_version, headers_include=str(include)))
     conf = tmp_path / "nginx.conf"
     conf.write_text(main if main is not None else MAIN_CONF.format(tmp=tmp_path))
     return conf
@@ -111,7 +113,7 @@ def test_gixy_does_find_a_planted_problem(tmp_path, model, nginx_version):
 
 @pytest.mark.parametrize("key_type", ["rsa", "ecdsa"])
 def test_nginx_loads_both_key_types(tmp_path, nginx_version, key_type):
-    model = pm.build_proxy_model(model_spec(tmp_path, "single", key_type=key_type))
+    model = proxy.build_proxy_model(model_spec(tmp_path, "single", key_type=key_type))
     done = nginx_test(render_tree(tmp_path, model, nginx_version))
     assert done.returncode == 0, done.stderr
 

@@ -3,7 +3,6 @@
 import datetime
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "plugins" / "filter"))
-
-import proxy_model as pm  # noqa: E402
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import validation
 
 
 def installed_version(argv, pattern_source):
@@ -24,7 +20,7 @@ def installed_version(argv, pattern_source):
     if not Path(binary).exists():
         pytest.fail(f"{argv[0]} is not installed: the validator tests need Debian's {pattern_source} package")
     done = subprocess.run([binary, *argv[1:]], capture_output=True, text=True, check=False)
-    return ".".join(str(p) for p in pm.parse_version(done.stdout + done.stderr))
+    return ".".join(str(p) for p in validation.parse_version(done.stdout + done.stderr))
 
 
 def write_cert(directory, key_type, names):

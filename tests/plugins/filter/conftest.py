@@ -1,13 +1,9 @@
-"""Make plugins/filter importable: Ansible loads filter files by path, tests import them by name."""
+"""The proxy model's smallest input, for the filter tests (tests/conftest.py makes the
+collection's Python importable)."""
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "plugins" / "filter"))
 
 #: The smallest valid input: everything else falls back to the filter's defaults.
 MINIMAL_SPEC = {

@@ -3,8 +3,10 @@
 import json
 
 import pytest
+from ansible.errors import AnsibleFilterError
 
-import firewall_model as fm
+from ansible_collections.webrtc_edge.edge.plugins.filter import firewall_model as firewall_filters
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import firewall as fm
 
 #: A host in every tier, the way roles/firewall/vars/main.yml builds the spec.
 SPEC = {
@@ -76,8 +78,8 @@ def test_bad_input_is_refused_with_a_message(change, message):
 
 
 def test_the_filter_names_itself_in_errors():
-    with pytest.raises(fm.AnsibleFilterError, match=r"^firewall_model: firewall_allow"):
-        fm.FilterModule().filters()["firewall_model"]({"allow": [{"port": 0}]})
+    with pytest.raises(AnsibleFilterError, match=r"^firewall_model: firewall_allow"):
+        firewall_filters.FilterModule().filters()["firewall_model"]({"allow": [{"port": 0}]})
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Unit tests for plugins/filter/proxy_model.py: the model, its validation and every renderer."""
+"""Unit tests for the proxy model (plugins/plugin_utils: proxy, validation, nginx, apache) and its filters."""
 
 import copy
 import json
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from ansible.errors import AnsibleFilterError
 
-import proxy_model as pm
+from ansible_collections.webrtc_edge.edge.plugins.filter import proxy_model as proxy_filters
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import apache, nginx, proxy, render, tls, validation
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -22,7 +23,7 @@ def build(spec, **changes):
         for key in parents:
             target = target.setdefault(key, {})
         target[leaf] = value
-    return pm.build_proxy_model(spec)
+    return proxy.build_proxy_model(spec)
 
 
 def check_golden(name, text):
@@ -39,7 +40,7 @@ def check_golden(name, text):
 
 
 def test_model_keys(spec):
-    model = pm.build_proxy_model(spec)
+    model = proxy.build_proxy_model(spec)
     assert sorted(model) == sorted([
         "name", "server_names", "ports", "status", "listen_ipv6", "upstream", "uploads_upstream", "files_from_disk",
         "tls", "hsts", "headers",
@@ -49,7 +50,7 @@ def test_model_keys(spec):
 
 
 def test_model_defaults(spec):
-    model = pm.build_proxy_model(spec)
+    model = proxy.build_proxy_model(spec)
     assert model["ports"] == {"http": 80, "https": 443}
     assert model["upstream"] == {
         "name": "webrtc_edge_app",
@@ -79,7 +80,7 @@ def test_model_defaults(spec):
 
 
 def test_security_headers_on_every_response(spec):
-    model = pm.build_proxy_model(spec)
+    model = proxy.build_proxy_model(spec)
     names = [h["name"] for h in model["headers"]]
     assert names == ["Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options",
                      "Referrer-Policy", "Permissions-Policy", "Content-Security-Policy"]
@@ -109,16 +110,16 @@ def test_curves_follow_openssl_version(spec, openssl, curves):
     [("intermediate", ["TLSv1.2", "TLSv1.3"], 6), ("modern", ["TLSv1.3"], 0)],
 )
 def test_tls_profiles(spec, profile, protocols, cipher_count):
-    tls = build(spec, **{"tls.profile": profile})["tls"]
-    assert tls["protocols"] == protocols
-    assert len(tls["ciphers"]) == cipher_count
+    offered = build(spec, **{"tls.profile": profile})["tls"]
+    assert offered["protocols"] == protocols
+    assert len(offered["ciphers"]) == cipher_count
     # What tls_profile gives servers beside the proxy (coturn) is what the proxy offers.
-    assert pm.tls_profile(profile) == {"protocols": tls["protocols"], "ciphers": tls["ciphers"]}
+    assert tls.tls_profile(profile) == {"protocols": offered["protocols"], "ciphers": offered["ciphers"]}
 
 
 def test_tls_profile_refuses_an_unknown_name():
     with pytest.raises(ValueError, match="profile must be one of intermediate, modern, got 'old'"):
-        pm.tls_profile("old")
+        tls.tls_profile("old")
 
 
 @pytest.mark.parametrize(
@@ -216,7 +217,7 @@ def test_bad_input_is_refused(spec, changes, match):
 def test_required_keys(spec, missing):
     del spec[missing]
     with pytest.raises(ValueError, match=f"missing required key '{missing}'"):
-        pm.build_proxy_model(spec)
+        proxy.build_proxy_model(spec)
 
 
 @pytest.mark.parametrize(
@@ -225,7 +226,7 @@ def test_required_keys(spec, missing):
      ("3.5", (3, 5, 0)), ([1, 25, 1], (1, 25, 1))],
 )
 def test_parse_version(text, version):
-    assert pm.parse_version(text) == version
+    assert validation.parse_version(text) == version
 
 
 # ---------------------------------------------------------------------------
@@ -234,40 +235,41 @@ def test_parse_version(text, version):
 
 
 def test_filter_module_lists_every_filter():
-    assert sorted(pm.FilterModule().filters()) == sorted([
+    """Only the filters the roles use: the other renderers are plain functions the tests call."""
+    assert sorted(proxy_filters.FilterModule().filters()) == sorted([
         "proxy_model", "proxy_error_document", "tls_profile",
-        "nginx_site", "nginx_headers", "nginx_upstream", "nginx_maps", "nginx_tls",
-        "apache_site", "apache_ports", "apache_modules", "apache_balancers", "apache_headers", "apache_tls",
+        "nginx_site", "nginx_headers",
+        "apache_site", "apache_ports", "apache_modules",
     ])
 
 
-@pytest.mark.parametrize("name", sorted(pm.FilterModule().filters()))
+@pytest.mark.parametrize("name", sorted(proxy_filters.FilterModule().filters()))
 def test_every_filter_has_a_docstring(name):
-    assert pm.FilterModule().filters()[name].__doc__
+    assert proxy_filters.FilterModule().filters()[name].__doc__
 
 
 def test_wrapper_names_the_filter(spec):
     spec["tls"]["profile"] = "old"
     with pytest.raises(AnsibleFilterError, match=r"^proxy_model: tls\.profile must be one of"):
-        pm.proxy_model(spec)
+        proxy_filters.proxy_model(spec)
 
 
 @pytest.mark.parametrize("name", ["nginx_site", "apache_site", "nginx_headers", "apache_modules"])
 def test_renderers_refuse_raw_input(name, spec):
     with pytest.raises(AnsibleFilterError, match=rf"^{name}: input is not a proxy model"):
-        pm.FilterModule().filters()[name](spec)
+        proxy_filters.FilterModule().filters()[name](spec)
 
 
 def test_renderer_refuses_old_nginx(spec):
-    model = pm.build_proxy_model(spec)
+    model = proxy.build_proxy_model(spec)
     with pytest.raises(AnsibleFilterError, match=r"^nginx_site: nginx 1\.18\.0 is too old"):
-        pm.FilterModule().filters()["nginx_site"](model, nginx_version="1.18.0")
+        proxy_filters.FilterModule().filters()["nginx_site"](model, nginx_version="1.18.0")
 
 
 def test_renderer_refuses_bad_include_path(spec):
-    model = pm.build_proxy_model(spec)
+    model = proxy.build_proxy_model(spec)
     with pytest.raises(AnsibleFilterError, match=r"^nginx_site: headers_include must be an absolute path"):
-        pm.FilterModule().filters()["nginx_site"](model, headers_include="snippets/x.conf")
+        proxy_filters.FilterModule().filters()["nginx_site"](model, headers_include="snippets/x.conf")
 
 
 # ---------------------------------------------------------------------------
@@ -276,13 +278,13 @@ def test_renderer_refuses_bad_include_path(spec):
 
 
 def test_error_documents(spec):
-    model = pm.build_proxy_model(spec)
-    body = json.loads(pm.render_error_document(model, "json"))
+    model = proxy.build_proxy_model(spec)
+    body = json.loads(render.render_error_document(model, "json"))
     assert body["type"] == "error" and body["code"] == "unavailable"
-    html = pm.render_error_document(model, "html")
+    html = render.render_error_document(model, "html")
     assert html.startswith("<!DOCTYPE html>") and "unavailable" in html
     with pytest.raises(ValueError, match="kind must be html or json"):
-        pm.render_error_document(model, "xml")
+        render.render_error_document(model, "xml")
 
 
 # ---------------------------------------------------------------------------
@@ -296,7 +298,7 @@ def test_nginx_upstream_golden(spec):
         {"address": "fd00::2", "port": 8082, "max_fails": 5, "fail_timeout": "30s"},
         {"address": "app3.internal", "port": 8081, "backup": True},
     ]
-    assert pm.render_nginx_upstream(pm.build_proxy_model(spec)) == (
+    assert nginx.render_nginx_upstream(proxy.build_proxy_model(spec)) == (
         "upstream webrtc_edge_app {\n"
         "    zone webrtc_edge_app 64k;\n"
         "    least_conn;\n"
@@ -316,7 +318,7 @@ def test_nginx_upstream_golden(spec):
      ("room_hash", "    hash $webrtc_edge_affinity consistent;"), ("round_robin", None)],
 )
 def test_nginx_balance_methods(spec, balance, line):
-    text = pm.render_nginx_upstream(build(spec, balance=balance))
+    text = nginx.render_nginx_upstream(build(spec, balance=balance))
     second = text.splitlines()[2]  # after the shared zone
     if line is None:
         assert second.startswith("    server ")
@@ -325,7 +327,7 @@ def test_nginx_balance_methods(spec, balance, line):
 
 
 def test_nginx_room_hash_has_an_affinity_map(spec):
-    maps = pm.render_nginx_maps(build(spec, balance="room_hash"))
+    maps = nginx.render_nginx_maps(build(spec, balance="room_hash"))
     assert "map $arg_room $webrtc_edge_affinity {\n    default $arg_room;\n    \"\" $remote_addr;\n}" in maps
 
 
@@ -350,12 +352,12 @@ def test_nginx_room_hash_has_an_affinity_map(spec):
     ],
 )
 def test_nginx_tls_golden(spec, profile, version, expected):
-    assert pm.render_nginx_tls(build(spec, **{"tls.profile": profile}), nginx_version=version) == expected
+    assert nginx.render_nginx_tls(build(spec, **{"tls.profile": profile}), nginx_version=version) == expected
 
 
 def test_nginx_headers_golden(spec):
-    assert pm.render_nginx_headers(pm.build_proxy_model(spec)) == (
-        pm.MANAGED + "\n"
+    assert nginx.render_nginx_headers(proxy.build_proxy_model(spec)) == (
+        render.MANAGED + "\n"
         "# Included in the server block and in every location: nginx drops inherited\n"
         "# add_header directives in any location that sets its own.\n"
         'add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;\n'
@@ -380,14 +382,14 @@ CRL_FILE = "/etc/webrtc-edge/tls/ca.crl"
 @pytest.mark.parametrize(("crl", "expected"), [("", None), (CRL_FILE, CRL_FILE)])
 def test_tls_crl_is_optional(spec, crl, expected):
     spec["tls"]["crl"] = crl
-    assert pm.build_proxy_model(spec)["tls"]["crl"] == expected
+    assert proxy.build_proxy_model(spec)["tls"]["crl"] == expected
 
 
 @pytest.mark.parametrize("crl", ["ca.crl", "/etc/tls/../ca.crl", "/etc/tls/ca crl"])
 def test_tls_crl_must_be_an_absolute_path(spec, crl):
     spec["tls"]["crl"] = crl
     with pytest.raises(ValueError, match=r"tls\.crl must"):
-        pm.build_proxy_model(spec)
+        proxy.build_proxy_model(spec)
 
 
 def _port80_server(text, start, end):
@@ -399,8 +401,8 @@ def _port80_server(text, start, end):
 @pytest.mark.parametrize("crl", ["", CRL_FILE])
 def test_nginx_port80_serves_the_crl_only_when_given(spec, crl):
     spec["tls"]["crl"] = crl
-    block = _port80_server(pm.render_nginx_site(pm.build_proxy_model(spec)), "server {", "\n}")
-    location = (f"    location = {pm.CRL_PATH} {{\n        alias {CRL_FILE};\n        types {{ }}\n"
+    block = _port80_server(nginx.render_nginx_site(proxy.build_proxy_model(spec)), "server {", "\n}")
+    location = (f"    location = {proxy.CRL_PATH} {{\n        alias {CRL_FILE};\n        types {{ }}\n"
                 "        default_type application/pkix-crl;\n    }")
     assert (location in block) == bool(crl)
     assert "return 308 https://$host$request_uri;" in block
@@ -409,15 +411,15 @@ def test_nginx_port80_serves_the_crl_only_when_given(spec, crl):
 @pytest.mark.parametrize("crl", ["", CRL_FILE])
 def test_apache_port80_serves_the_crl_only_when_given(spec, crl):
     spec["tls"]["crl"] = crl
-    vhost = _port80_server(pm.render_apache_site(pm.build_proxy_model(spec)), "<VirtualHost", "</VirtualHost>")
-    served = [f"Alias {pm.CRL_PATH} \"{CRL_FILE}\"", f"<Location \"{pm.CRL_PATH}\">",
-              "ForceType application/pkix-crl", f"RewriteCond %{{REQUEST_URI}} !={pm.CRL_PATH}"]
+    vhost = _port80_server(apache.render_apache_site(proxy.build_proxy_model(spec)), "<VirtualHost", "</VirtualHost>")
+    served = [f"Alias {proxy.CRL_PATH} \"{CRL_FILE}\"", f"<Location \"{proxy.CRL_PATH}\">",
+              "ForceType application/pkix-crl", f"RewriteCond %{{REQUEST_URI}} !={proxy.CRL_PATH}"]
     assert [line in vhost for line in served] == [bool(crl)] * len(served)
     assert "[R=308,L]" in vhost
 
 
 def test_nginx_site_golden(spec):
-    check_golden("nginx-single.conf", pm.render_nginx_site(pm.build_proxy_model(spec)))
+    check_golden("nginx-single.conf", nginx.render_nginx_site(proxy.build_proxy_model(spec)))
 
 
 def test_nginx_site_golden_multi(spec):
@@ -426,7 +428,7 @@ def test_nginx_site_golden_multi(spec):
         {"address": "10.0.0.12", "port": 8081},
     ], cors={"origins": ["https://app.example.org", "https://admin.example.org"], "credentials": True})
     spec["tls"]["crl"] = CRL_FILE
-    check_golden("nginx-multi.conf", pm.render_nginx_site(pm.build_proxy_model(spec), nginx_version="1.22.1"))
+    check_golden("nginx-multi.conf", nginx.render_nginx_site(proxy.build_proxy_model(spec), nginx_version="1.22.1"))
 
 
 @pytest.mark.parametrize(
@@ -434,14 +436,14 @@ def test_nginx_site_golden_multi(spec):
     [("1.22.1", "listen 443 ssl http2;", False, True), ("1.25.1", "listen 443 ssl;", True, False)],
 )
 def test_nginx_http2_syntax_follows_version(spec, version, listen, http2_on, tickets):
-    text = pm.render_nginx_site(pm.build_proxy_model(spec), nginx_version=version)
+    text = nginx.render_nginx_site(proxy.build_proxy_model(spec), nginx_version=version)
     assert f"    {listen}\n" in text
     assert ("http2 on;" in text) is http2_on
     assert ("ssl_session_tickets off;" in text) is tickets
 
 
 def test_nginx_site_behaviour(spec):
-    text = pm.render_nginx_site(pm.build_proxy_model(spec))
+    text = nginx.render_nginx_site(proxy.build_proxy_model(spec))
     # port 80: catch-all closes, known names redirect with 308 except ACME
     assert "listen 80 default_server;\n        listen [::]:80 default_server;" not in text
     assert "    listen 80 default_server;\n    listen [::]:80 default_server;\n    server_name _;" in text
@@ -475,7 +477,7 @@ def test_nginx_site_behaviour(spec):
 
 
 def test_nginx_https_port_in_redirect(spec):
-    text = pm.render_nginx_site(build(spec, https_port=8443, http_port=8080))
+    text = nginx.render_nginx_site(build(spec, https_port=8443, http_port=8080))
     assert "return 308 https://$host:8443$request_uri;" in text
     assert "listen 8443 ssl http2 default_server;" in text
 
@@ -483,19 +485,19 @@ def test_nginx_https_port_in_redirect(spec):
 def test_nginx_client_timeouts_at_http_level(spec):
     """Slow clients: set before the first server block, so the catch-all default servers
     (which decide before the Host header is read) carry them too."""
-    text = pm.render_nginx_site(build(spec, **{"timeouts.client_header": "7s", "timeouts.client_body": 12}))
+    text = nginx.render_nginx_site(build(spec, **{"timeouts.client_header": "7s", "timeouts.client_body": 12}))
     head = text.split("server {")[0]
     assert "client_header_timeout 7s;" in head and "client_body_timeout 12s;" in head
     assert text.count("\nclient_header_timeout ") == 1
 
 
 def test_nginx_ipv6_can_be_off(spec):
-    assert "[::]" not in pm.render_nginx_site(build(spec, listen_ipv6=False))
+    assert "[::]" not in nginx.render_nginx_site(build(spec, listen_ipv6=False))
 
 
 def test_nginx_cors_only_when_configured(spec):
-    assert "Access-Control" not in pm.render_nginx_site(pm.build_proxy_model(spec))
-    text = pm.render_nginx_site(build(spec, **{"cors.origins": ["https://app.example.org"]}))
+    assert "Access-Control" not in nginx.render_nginx_site(proxy.build_proxy_model(spec))
+    text = nginx.render_nginx_site(build(spec, **{"cors.origins": ["https://app.example.org"]}))
     assert ('map $http_origin $webrtc_edge_cors_origin {\n    default "";\n'
             '    "https://app.example.org" $http_origin;\n}') in text
     assert "add_header Access-Control-Allow-Origin $webrtc_edge_cors_origin always;" in text
@@ -514,9 +516,9 @@ def test_nginx_cors_only_when_configured(spec):
     [("2.4.46", True), ("2.4.47", False), ("Server version: Apache/2.4.62 (Debian)", False)],
 )
 def test_apache_websocket_module_follows_version(spec, version, wstunnel):
-    model = pm.build_proxy_model(spec)
-    assert ("proxy_wstunnel" in pm.render_apache_modules(model, apache_version=version)) is wstunnel
-    balancers = pm.render_apache_balancers(model, apache_version=version)
+    model = proxy.build_proxy_model(spec)
+    assert ("proxy_wstunnel" in apache.render_apache_modules(model, apache_version=version)) is wstunnel
+    balancers = apache.render_apache_balancers(model, apache_version=version)
     assert ('BalancerMember "ws://127.0.0.1:8081"' in balancers) is wstunnel
     assert ("upgrade=websocket" in balancers) is not wstunnel
 
@@ -526,7 +528,7 @@ def test_apache_balancers_golden(spec):
         {"address": "10.0.0.1", "port": 8081, "weight": 2},
         {"address": "fd00::2", "port": 8082, "backup": True, "fail_timeout": 30},
     ]
-    assert pm.render_apache_balancers(pm.build_proxy_model(spec), apache_version="2.4.62") == (
+    assert apache.render_apache_balancers(proxy.build_proxy_model(spec), apache_version="2.4.62") == (
         '<Proxy "balancer://webrtc-edge-app">\n'
         '    BalancerMember "http://10.0.0.1:8081" loadfactor=2 retry=10 connectiontimeout=5 timeout=45 keepalive=On\n'
         '    BalancerMember "http://[fd00::2]:8082" loadfactor=1 retry=30 connectiontimeout=5 timeout=45 keepalive=On'
@@ -552,10 +554,10 @@ def test_apache_balancers_golden(spec):
 )
 def test_apache_balance_methods(spec, balance, proxyset):
     model = build(spec, balance=balance)
-    assert f"    ProxySet {proxyset}\n" in pm.render_apache_balancers(model)
+    assert f"    ProxySet {proxyset}\n" in apache.render_apache_balancers(model)
     sticky = "stickysession" in proxyset
-    assert ("route=s1" in pm.render_apache_balancers(model)) is sticky
-    assert ("Set-Cookie \"WEBRTC_EDGE_ROUTE=" in pm.render_apache_site(model)) is sticky
+    assert ("route=s1" in apache.render_apache_balancers(model)) is sticky
+    assert ("Set-Cookie \"WEBRTC_EDGE_ROUTE=" in apache.render_apache_site(model)) is sticky
 
 
 @pytest.mark.parametrize(
@@ -574,17 +576,17 @@ def test_apache_balance_methods(spec, balance, proxyset):
     ],
 )
 def test_apache_tls_golden(spec, profile, expected):
-    assert pm.render_apache_tls(build(spec, **{"tls.profile": profile})) == expected
+    assert apache.render_apache_tls(build(spec, **{"tls.profile": profile})) == expected
 
 
 def test_apache_ports(spec):
-    assert pm.render_apache_ports(build(spec, http_port=8080, https_port=8443)) == (
-        pm.MANAGED + "\nListen 8080\nListen 127.0.0.1:8405\n<IfModule ssl_module>\n    Listen 8443\n</IfModule>\n"
+    assert apache.render_apache_ports(build(spec, http_port=8080, https_port=8443)) == (
+        render.MANAGED + "\nListen 8080\nListen 127.0.0.1:8405\n<IfModule ssl_module>\n    Listen 8443\n</IfModule>\n"
     )
 
 
 def test_apache_site_golden(spec):
-    check_golden("apache-single.conf", pm.render_apache_site(pm.build_proxy_model(spec)))
+    check_golden("apache-single.conf", apache.render_apache_site(proxy.build_proxy_model(spec)))
 
 
 def test_apache_site_golden_multi(spec):
@@ -593,11 +595,11 @@ def test_apache_site_golden_multi(spec):
         {"address": "10.0.0.12", "port": 8081},
     ], cors={"origins": ["https://app.example.org", "https://admin.example.org"], "credentials": True})
     spec["tls"]["crl"] = CRL_FILE
-    check_golden("apache-multi.conf", pm.render_apache_site(pm.build_proxy_model(spec), apache_version="2.4.62"))
+    check_golden("apache-multi.conf", apache.render_apache_site(proxy.build_proxy_model(spec), apache_version="2.4.62"))
 
 
 def test_apache_site_behaviour(spec):
-    text = pm.render_apache_site(pm.build_proxy_model(spec))
+    text = apache.render_apache_site(proxy.build_proxy_model(spec))
     vhosts = text.split("<VirtualHost ")[1:]
     # the first vhost of each port is the refusing catch-all
     assert vhosts[0].startswith("*:80>\n    ServerName default.invalid") and "Require all denied" in vhosts[0]
@@ -630,7 +632,7 @@ def test_apache_site_behaviour(spec):
 )
 def test_apache_client_timeouts(spec, version, directive):
     model = build(spec, **{"timeouts.client_header": 7, "timeouts.client_body": "12s"})
-    text = pm.render_apache_site(model, apache_version=version)
+    text = apache.render_apache_site(model, apache_version=version)
     # server-wide, before the first vhost: it replaces Debian's reqtimeout.conf defaults
     assert directive in text.split("<VirtualHost ")[0]
 
@@ -642,7 +644,7 @@ def test_client_timeouts_refuse_zero(spec, key):
 
 
 def test_nginx_status_page_on_loopback_alone(spec):
-    text = pm.render_nginx_site(build(spec, status_port=9405))
+    text = nginx.render_nginx_site(build(spec, status_port=9405))
     before, rest = text.split("# The status page for prometheus-nginx-exporter")
     status, site = rest.split("# The site.")
     site = before + site
@@ -658,13 +660,13 @@ def test_nginx_status_page_on_loopback_alone(spec):
 
 def test_apache_status_page_on_loopback_alone(spec):
     model = build(spec, status_port=9405)
-    text = pm.render_apache_site(model)
+    text = apache.render_apache_site(model)
     site, status = text.split("# The status page for prometheus-apache-exporter")
     assert "<Location \"/server-status\">\n        Require all denied\n    </Location>" in site
     assert "SetHandler server-status" not in site
     assert "<VirtualHost 127.0.0.1:9405>" in status and "ExtendedStatus On" in status
     assert "<Location \"/server-status\">\n        SetHandler server-status\n        Require local" in status
-    assert "Listen 127.0.0.1:9405" in pm.render_apache_ports(model)
+    assert "Listen 127.0.0.1:9405" in apache.render_apache_ports(model)
 
 
 @pytest.mark.parametrize(
@@ -685,12 +687,12 @@ def test_status_port_may_equal_a_remote_instance_port(spec):
 
 
 def test_apache_empty_allowlist_denies(spec):
-    text = pm.render_apache_site(build(spec, allowlist=[]))
+    text = apache.render_apache_site(build(spec, allowlist=[]))
     assert "<Location \"/metrics\">\n        Require all denied" in text
 
 
 def test_apache_cors_regex_is_anchored_and_escaped(spec):
-    text = pm.render_apache_site(build(spec, **{"cors.origins": ["https://app.example.org:8443"]}))
+    text = apache.render_apache_site(build(spec, **{"cors.origins": ["https://app.example.org:8443"]}))
     assert 'SetEnvIf Origin "^(https:\\/\\/app\\.example\\.org:8443)$" WEBRTC_EDGE_CORS_ORIGIN=$0' in text
 
 
@@ -710,7 +712,7 @@ def split_spec(spec):
 
 
 def test_on_an_app_host_files_come_from_disk(spec):
-    model = pm.build_proxy_model(spec)
+    model = proxy.build_proxy_model(spec)
     assert model["files_from_disk"] is True
     assert model["uploads_upstream"] is None
     where = {loc["path"]: (loc["upstream"], loc["root"]) for loc in model["locations"]}
@@ -721,7 +723,7 @@ def test_on_an_app_host_files_come_from_disk(spec):
 
 
 def test_split_uploads_go_to_one_app_host(split_spec):
-    model = pm.build_proxy_model(split_spec)
+    model = proxy.build_proxy_model(split_spec)
     up = model["uploads_upstream"]
     assert up["name"] == "webrtc_edge_uploads"
     assert [(s["address"], s["port"]) for s in up["servers"]] == [("10.0.0.11", 8081), ("10.0.0.11", 8082)]
@@ -735,7 +737,7 @@ def test_split_uploads_go_to_one_app_host(split_spec):
 
 
 def test_nginx_split_uploads_keep_the_proxy_rules(split_spec):
-    site = pm.render_nginx_site(pm.build_proxy_model(split_spec))
+    site = nginx.render_nginx_site(proxy.build_proxy_model(split_spec))
     assert "upstream webrtc_edge_uploads {" in site
     upload = site.split("location = /api/uploads {", 1)[1].split("\n    }", 1)[0]
     assert "client_max_body_size 10551296;" in upload
@@ -755,7 +757,7 @@ def test_nginx_split_uploads_keep_the_proxy_rules(split_spec):
 
 
 def test_apache_split_uploads_keep_the_proxy_rules(split_spec):
-    site = pm.render_apache_site(pm.build_proxy_model(split_spec))
+    site = apache.render_apache_site(proxy.build_proxy_model(split_spec))
     assert '<Proxy "balancer://webrtc-edge-uploads">' in site
     uploads_pos = site.index('ProxyPassMatch "^/(api\\/uploads)$" "balancer://webrtc-edge-uploads/$1"')
     assert uploads_pos < site.index('ProxyPass "/api/" "balancer://webrtc-edge-app/api/"')
@@ -767,8 +769,8 @@ def test_apache_split_uploads_keep_the_proxy_rules(split_spec):
 
 
 def test_nginx_site_golden_split(split_spec):
-    check_golden("nginx-split.conf", pm.render_nginx_site(pm.build_proxy_model(split_spec)))
+    check_golden("nginx-split.conf", nginx.render_nginx_site(proxy.build_proxy_model(split_spec)))
 
 
 def test_apache_site_golden_split(split_spec):
-    check_golden("apache-split.conf", pm.render_apache_site(pm.build_proxy_model(split_spec)))
+    check_golden("apache-split.conf", apache.render_apache_site(proxy.build_proxy_model(split_spec)))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import proxy_model as pm
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import apache, nginx, proxy
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[2]
@@ -47,17 +47,17 @@ def test_model_through_jinja_matches_python(rendered):
         # proxy_tls_crl's default: the local CA's CRL (tls_source self_signed).
         "tls": {"openssl_version": "3.0.11", "crl": "/etc/webrtc-edge/tls/ca.crl"},
     }
-    assert data["model"] == json.loads(json.dumps(pm.build_proxy_model(spec)))
-    assert data["modules"] == pm.render_apache_modules(pm.build_proxy_model(spec), apache_version="2.4.62")
+    assert data["model"] == json.loads(json.dumps(proxy.build_proxy_model(spec)))
+    assert data["modules"] == apache.render_apache_modules(proxy.build_proxy_model(spec), apache_version="2.4.62")
 
 
 @pytest.mark.parametrize(
     ("name", "render"),
     [
-        ("nginx-site.conf", lambda m: pm.render_nginx_site(m, nginx_version="1.22.1")),
-        ("nginx-headers.conf", pm.render_nginx_headers),
-        ("apache-site.conf", lambda m: pm.render_apache_site(m, apache_version="2.4.62")),
-        ("apache-ports.conf", pm.render_apache_ports),
+        ("nginx-site.conf", lambda m: nginx.render_nginx_site(m, nginx_version="1.22.1")),
+        ("nginx-headers.conf", nginx.render_nginx_headers),
+        ("apache-site.conf", lambda m: apache.render_apache_site(m, apache_version="2.4.62")),
+        ("apache-ports.conf", apache.render_apache_ports),
     ],
 )
 def test_role_templates_are_the_filters_output(rendered, name, render):
