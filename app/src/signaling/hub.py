@@ -41,7 +41,7 @@ class BaseHub(Generic[S]):
         self.metrics = metrics
         self.sessions: dict[str, S] = {}
         self.by_token: dict[str, S] = {}
-        self.rooms: dict[str, Room] = {}
+        self.rooms: dict[str, Room[Session]] = {}
         self.draining = False
         self._stopping = False
         self._sweeper: asyncio.Task[None] | None = None
