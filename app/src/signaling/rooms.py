@@ -26,8 +26,8 @@ class Member(Protocol):
 
 
 class RoomRef:
-    """A room's name: what a session knows of its room. The in-memory hub's rooms are
-    ``Room`` objects; the Redis hub's sessions know no more than the name."""
+    """A room's name: what a session knows of its room. The memory backend's rooms are
+    ``Room`` objects; the Redis backend's sessions know no more than the name."""
 
     __slots__ = ("name",)
 
