@@ -33,9 +33,9 @@ from redis.exceptions import RedisError
 from . import cluster_lua as lua
 from . import protocol as p
 from .config import Settings
-from .hub import Gauges, Hub
+from .hub import Hub
 from .keys import METRICS
-from .metrics import Metrics
+from .metrics import Gauges, Metrics
 from .rooms import RoomRef
 from .session import SEND_ERRORS, TEXT, Session, prefix_of
 from .web_util import error_response

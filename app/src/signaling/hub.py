@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 from . import protocol as p
 from .config import Settings
 from .memory import MemoryBackend
-from .metrics import Metrics
+from .metrics import Gauges, Metrics
 from .session import SEND_ERRORS, TEXT, Session, prefix_of
 
 if TYPE_CHECKING:
@@ -31,8 +31,6 @@ log = logging.getLogger("signaling.hub")
 STOP_WAIT = 2.0  # seconds stop() gives background work to finish, and again once cancelled
 
 S = TypeVar("S", bound=Session)  # the type of session a backend makes and a hub holds
-
-Gauges = dict[str, tuple[str, dict[str, float] | float]]
 
 
 class Backend(Protocol[S]):

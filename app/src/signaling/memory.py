@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import protocol as p
+from .config import Settings
 from .rooms import Room, may_signal, peer_info
 from .session import Session, prefix_of
 
 if TYPE_CHECKING:
-    from .hub import Gauges, Hub
+    from .metrics import Gauges
     from .wsconn import Socket
 
 # Prefixes of relayed messages, built once: b'{"type":"offer","from":"'.
 _RELAY_HEAD = {kind: b'{"type":"%s","from":"' % kind.encode() for kind in p.RELAYED}
+
+
+class Host(Protocol):
+    """What this backend needs of the hub it serves (hub.Hub): a protocol, so that
+    this module, which hub.py imports, imports nothing of hub.py."""
+
+    settings: Settings
+    sessions: dict[str, Session]
+    by_token: dict[str, Session]
+    draining: bool
 
 
 class MemoryBackend:
@@ -34,7 +45,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self.rooms: dict[str, Room[Session]] = {}
 
-    def bind(self, hub: Hub[Session]) -> None:
+    def bind(self, hub: Host) -> None:
         self.hub = hub
         self.settings = hub.settings
         self.sessions = hub.sessions
