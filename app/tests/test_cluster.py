@@ -92,9 +92,10 @@ async def test_a_late_release_cannot_undo_a_newer_resume(pair, connect):
     await asyncio.sleep(0.1)
     again = await connect(a, f"/ws?resume={p.token}&ack={p.last_seq}")
     assert again.welcome["id"] == p.id
-    released = await hub._release(args=hub._args(p.id, 0, time.time() + 60, stale_gen))
+    store = hub.backend.store
+    released = await store.release(p.id, 0, time.time() + 60, stale_gen)
     assert released == 0
-    assert await hub.redis.hget(f"sig:s:{p.id}", "inst") == hub.name.encode()
+    assert await store.client.hget(f"sig:s:{p.id}", "inst") == store.name.encode()
     await other.send(type="offer", to=p.id, data="after the race")
     assert (await again.expect("offer"))["data"] == "after the race"
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from . import __version__, polling, uploads, views, ws
 from .config import Settings
-from .hub import BaseHub, Hub
+from .hub import Hub
 from .keys import HUB, METRICS, METRICS_REGISTRY, SETTINGS, STATIC_ROOT
 from .metrics import Metrics, make_registry
 from .web_util import payload_errors
@@ -19,11 +19,12 @@ from .wsconn import check_aiohttp
 PACKAGED_STATIC = Path(__file__).parent / "static"
 
 
-def make_hub(settings: Settings, metrics: Metrics) -> BaseHub[Any]:
+def make_hub(settings: Settings, metrics: Metrics) -> Hub[Any]:
+    """The dispatcher over the backend the settings ask for: Redis, or this process's memory."""
     if settings.redis_url:
-        from .cluster import RedisHub  # imported only when clustering
+        from .cluster import make_redis_hub  # imported only when clustering
 
-        return RedisHub(settings, metrics)
+        return make_redis_hub(settings, metrics)
     return Hub(settings, metrics)
 
 

@@ -1,4 +1,4 @@
-"""The Redis hub: many instances on many hosts form one signaling service.
+"""The Redis backend: many instances on many hosts form one signaling service.
 
 Redis holds every session, room and mailbox (see cluster_lua.py for the key
 layout); an instance holds only the sockets of the peers connected to it.
@@ -9,6 +9,10 @@ this instance). Because the stream is the truth and publishing only a fast
 path, a peer can resume on any instance, a long-poll can land on any
 instance, and a gap in what arrived over pub/sub (a Redis restart, a
 resume racing a delivery) is filled from the stream in order.
+
+``RedisBackend`` is the hub's backend (hub.py); it is made of ``RedisBus``
+(pub/sub between instances), ``RedisMailbox`` (the mailbox streams and the
+ordered writing to local sockets) and ``RedisStore`` (sessions and rooms).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -28,9 +33,9 @@ from redis.exceptions import RedisError
 from . import cluster_lua as lua
 from . import protocol as p
 from .config import Settings
-from .hub import BaseHub
+from .hub import Hub
 from .keys import METRICS
-from .metrics import Metrics
+from .metrics import Gauges, Metrics
 from .rooms import RoomRef
 from .session import SEND_ERRORS, TEXT, Session, prefix_of
 from .web_util import error_response
@@ -54,7 +59,7 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 async def unavailable_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """HTTP requests that need Redis while it is unreachable answer 503 ``unavailable``.
 
-    WebSocket peers get the same code as an error frame (see ``RedisHub``); a
+    WebSocket peers get the same code as an error frame (see ``Hub.handle``); a
     long-polling peer gets it here, on the request that could not be handled,
     and retries. Installed by ``create_app`` only in cluster mode.
     """
@@ -106,85 +111,49 @@ class ClusterSession(Session):
             await self.write(self.sent + 1, frame)
 
 
-class RedisHub(BaseHub[ClusterSession]):
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        super().__init__(settings, metrics)
+class _Part:
+    """A part of the Redis backend: the settings and, once started, the shared client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.name = settings.name
-        self._name_b = self.name.encode()
-        self._listening = False
-        self.channel = f"{PREFIX}i:{self.name}"
         self.redis: aioredis.Redis | None = None
-        self.healthy = False
-        self.waiters: dict[str, asyncio.Future[bool]] = {}   # long-polls hanging here
-        self._tasks: list[asyncio.Task[None]] = []
-        self._subscribed = asyncio.Event()
 
-    # -- lifecycle -----------------------------------------------------------
-
-    async def start(self) -> None:
-        # A blocking pool: a burst of work (hundreds of peers resuming at once after a
-        # proxy reload) queues for a connection instead of failing with "Too many
-        # connections", the plain pool's answer beyond its size. It queues without a
-        # timeout of its own (every command has its socket timeouts): on Python 3.11 a
-        # waiter timing out just after it was woken swallows the wake-up (asyncio.Condition,
-        # fixed in 3.13), and enough of those left waiters asleep beside idle connections,
-        # failing with "No connection available" for minutes after a resume storm.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=None,
-            socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
-        )
-        self.redis = aioredis.Redis.from_pool(pool)
-        r = self.redis
-        self._deliver = r.register_script(lua.DELIVER)
-        self._admit = r.register_script(lua.ADMIT)
-        self._pong = r.register_script(lua.PONG)
-        self._relay = r.register_script(lua.RELAY)
-        self._join = r.register_script(lua.JOIN)
-        self._leave_s = r.register_script(lua.LEAVE)
-        self._close_s = r.register_script(lua.CLOSE)
-        self._expire = r.register_script(lua.EXPIRE)
-        self._claim = r.register_script(lua.CLAIM)
-        self._release = r.register_script(lua.RELEASE)
-        self._refresh = r.register_script(lua.REFRESH)
-        await super().start()
-        self._tasks.append(asyncio.create_task(self._listen_forever(), name="signaling-subscriber"))
-        try:  # a first check, so /ready is right from the start; not fatal
-            await asyncio.wait_for(self._subscribed.wait(), 5)
-        except TimeoutError:
-            log.warning("redis not reachable yet; /ready answers 503 until it is")
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        await super().stop()
-        if self.redis is not None:
-            await self.redis.aclose()
-
-    @property
-    def ready(self) -> bool:
-        return self.healthy and not self.draining
+    def use(self, client: aioredis.Redis) -> None:
+        self.redis = client
 
     @property
     def client(self) -> aioredis.Redis:
-        """The Redis client, which ``start`` makes before anything uses it."""
-        assert self.redis is not None, "RedisHub.start() has not run"
+        """The Redis client, which ``RedisBackend.start`` makes before anything uses it."""
+        assert self.redis is not None, "RedisBackend.start() has not run"
         return self.redis
-
-    async def _xrange(self, key: str, min: str = "-", count: int | None = None) -> Entries:
-        """The entries of stream ``key`` from id ``min`` on, oldest first."""
-        return cast(Entries, await self.client.xrange(key, min=min, count=count))
 
     def _args(self, *rest: Any) -> list[Any]:
         return [PREFIX, self.settings.resume_queue, self.name, *rest]
 
-    # -- pub/sub ---------------------------------------------------------------
 
-    async def _listen_forever(self) -> None:
+class RedisBus(_Part):
+    """Pub/sub between instances: this instance's channel, and whether Redis answers.
+
+    Frames for sessions held here arrive as ``<id> <seq> <frame>`` (``on_frame``),
+    a session another instance took over as ``K <id>`` (``on_kick``); after each
+    (re)subscription ``on_connect`` fills what was published while away.
+    """
+
+    def __init__(self, settings: Settings, on_frame: Callable[[str, int, bytes], Awaitable[None]],
+                 on_kick: Callable[[str], Awaitable[None]], on_connect: Callable[[], None]) -> None:
+        super().__init__(settings)
+        self.channel = f"{PREFIX}i:{self.name}"
+        self.healthy = False
+        self.listening = False
+        self.subscribed = asyncio.Event()
+        self._on_frame, self._on_kick, self._on_connect = on_frame, on_kick, on_connect
+
+    async def kick(self, instance: str, sid: str) -> None:
+        """Tell ``instance`` to close its socket of session ``sid``: it was resumed here."""
+        await self.client.publish(f"{PREFIX}i:{instance}", b"K " + sid.encode())
+
+    async def listen_forever(self) -> None:
         backoff = 0.1
         while True:
             pubsub = self.client.pubsub()
@@ -193,11 +162,10 @@ class RedisHub(BaseHub[ClusterSession]):
                 await self.client.ping()
                 if not self.healthy:
                     log.info("redis reachable", extra={"channel": self.channel})
-                self.healthy = self._listening = True
-                self._subscribed.set()
+                self.healthy = self.listening = True
+                self.subscribed.set()
                 backoff = 0.1
-                for sess in list(self.sessions.values()):  # whatever was published while we were away
-                    self.spawn(self.catch_up(sess))
+                self._on_connect()  # whatever was published while we were away
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if message is not None and message["type"] == "message":
@@ -208,7 +176,7 @@ class RedisHub(BaseHub[ClusterSession]):
             except REDIS_ERRORS as exc:
                 if self.healthy:
                     log.warning("redis unreachable", extra={"error": str(exc)})
-                self.healthy = self._listening = False
+                self.healthy = self.listening = False
                 try:
                     await pubsub.aclose()
                 except REDIS_ERRORS:
@@ -218,21 +186,75 @@ class RedisHub(BaseHub[ClusterSession]):
 
     async def _on_message(self, data: bytes) -> None:
         if data.startswith(b"K "):  # another instance took this session over
-            sess = self.sessions.get(data[2:].decode())
-            if sess is not None and sess.ws is not None:
-                ws = sess.ws
-                self._forget_local(sess)
-                await ws.close(code=1008, message=b"resumed elsewhere")
+            await self._on_kick(data[2:].decode())
             return
         sid, seq, frame = data.split(b" ", 2)
-        peer = sid.decode()
-        sess = self.sessions.get(peer)
+        await self._on_frame(sid.decode(), int(seq), frame)
+
+
+class RedisMailbox(_Part):
+    """The sessions' mailboxes: one stream each (``q:<id>``), numbered by the delivery
+    scripts, read by resumes and long-polls, trimmed by acks; and the ordered writing of
+    what arrives to the sockets held here, gaps filled from the stream."""
+
+    def __init__(self, settings: Settings, hub: Hub[ClusterSession]) -> None:
+        super().__init__(settings)
+        self._name_b = self.name.encode()
+        self.sessions = hub.sessions
+        self.spawn = hub.spawn
+        self.waiters: dict[str, asyncio.Future[bool]] = {}   # long-polls hanging here
+
+    def use(self, client: aioredis.Redis) -> None:
+        super().use(client)
+        self.deliver_s = client.register_script(lua.DELIVER)
+        self.relay_s = client.register_script(lua.RELAY)
+        self.pong_s = client.register_script(lua.PONG)
+
+    async def entries(self, sid: str, after: int | None = None, count: int | None = None) -> Entries:
+        """The entries of ``sid``'s stream after seq ``after`` (None: all), oldest first."""
+        min = "-" if after is None else f"{after + 1}-0"
+        return cast(Entries, await self.client.xrange(f"{PREFIX}q:{sid}", min=min, count=count))
+
+    async def deliver(self, sid: str, prefix: bytes) -> Any:
+        """Number ``prefix`` into ``sid``'s stream and publish it: ``{seq, inst}`` when
+        ``inst`` is this instance, which writes it itself (cluster_lua.py)."""
+        return await self.deliver_s(args=self._args(sid, prefix))
+
+    async def relay(self, sid: str, target: str, prefix: bytes, public_mode: bool, cseq: Any) -> Any:
+        """DELIVER from ``sid`` to ``target`` if the mode rules let it, with ``sid``'s ``cseq`` checked."""
+        return await self.relay_s(args=self._args(sid, target, prefix, int(public_mode), cseq))
+
+    async def pong(self, sid: str, cseq: Any, ref: bytes) -> Any:
+        return await self.pong_s(args=self._args(sid, cseq, ref))
+
+    async def trim(self, sid: str, upto: int) -> None:
+        """Forget the entries up to seq ``upto``."""
+        await self.client.xtrim(f"{PREFIX}q:{sid}", minid=f"{upto + 1}-0")
+
+    async def lost_after(self, sess: Session, after: int) -> int:
+        oldest = await self.entries(sess.id, count=1)
+        first = int(oldest[0][0].split(b"-", 1)[0]) if oldest else sess.seq + 1
+        return max(0, first - 1 - after)
+
+    # -- arriving frames -------------------------------------------------------
+
+    async def arrived(self, sid: str, seq: int, frame: bytes) -> None:
+        """Frame ``seq`` of ``sid`` was published to this instance."""
+        sess = self.sessions.get(sid)
         if sess is not None:
-            await self.offer(sess, int(seq), frame)
-        elif (waiter := self.waiters.get(peer)) is not None and not waiter.done():
+            await self.offer(sess, seq, frame)
+        elif (waiter := self.waiters.get(sid)) is not None and not waiter.done():
             waiter.set_result(True)
 
-    # -- ordered delivery to local sockets ---------------------------------------
+    async def local(self, sid: str, result: Any, prefix: bytes) -> None:
+        """After a delivery script: write to the socket here if the target is ours."""
+        seq, inst = result
+        if inst == self._name_b:
+            sess = self.sessions.get(sid)
+            if sess is not None:
+                await self.offer(sess, int(seq), prefix + b"%d}" % int(seq))
+            elif (waiter := self.waiters.get(sid)) is not None and not waiter.done():
+                waiter.set_result(True)
 
     async def offer(self, sess: ClusterSession, seq: int, frame: bytes) -> None:
         """Write frame ``seq`` to the session's socket in order, fetching gaps from the stream."""
@@ -254,7 +276,7 @@ class RedisHub(BaseHub[ClusterSession]):
         sess.fetching = True
         try:
             for _ in range(1000):  # bounded; each round moves forward or ends
-                entries = await self._xrange(f"{PREFIX}q:{sess.id}", min=f"{sess.sent + 1}-0", count=256)
+                entries = await self.entries(sess.id, sess.sent, count=256)
                 for entry_id, fields in entries:
                     seq = int(entry_id.split(b"-", 1)[0])
                     if seq > sess.sent:
@@ -269,6 +291,154 @@ class RedisHub(BaseHub[ClusterSession]):
             sess.fetching = False
         await sess.flush()
 
+
+class RedisStore(_Part):
+    """Sessions, tokens, rooms and expiry deadlines (the ``s:``, ``t:``, ``r:``, ``m:``,
+    ``public`` and ``exp`` keys of cluster_lua.py), changed by atomic scripts."""
+
+    def use(self, client: aioredis.Redis) -> None:
+        super().use(client)
+        self.admit_s = client.register_script(lua.ADMIT)
+        self.join_s = client.register_script(lua.JOIN)
+        self.leave_s = client.register_script(lua.LEAVE)
+        self.close_s = client.register_script(lua.CLOSE)
+        self.expire_s = client.register_script(lua.EXPIRE)
+        self.claim_s = client.register_script(lua.CLAIM)
+        self.release_s = client.register_script(lua.RELEASE)
+        self.refresh_s = client.register_script(lua.REFRESH)
+
+    async def create(self, sess: Session, deadline: float, held: bool) -> None:
+        """Store a new session, held by this instance (a WebSocket) or by none (polling)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(f"{PREFIX}s:{sess.id}", mapping={
+            "token": sess.token, "room": "", "role": "", "name": "", "seq": 0, "sent": 0, "recv": 0,
+            "inst": self.name if held else "", "transport": sess.transport,
+        })
+        pipe.set(f"{PREFIX}t:{sess.token}", sess.id)
+        pipe.sadd(f"{PREFIX}public", sess.id)
+        pipe.zadd(f"{PREFIX}exp", {sess.id: deadline})
+        await pipe.execute()
+
+    async def lookup(self, token: str) -> tuple[str, list[Any]] | None:
+        """The id and state (``ClusterSession.load``) of the session ``token`` belongs to."""
+        sid = cast("bytes | None", await self.client.get(f"{PREFIX}t:{token}"))
+        if sid is None:
+            return None
+        state = await self.client.hmget(
+            f"{PREFIX}s:{sid.decode()}", "room", "role", "name", "seq", "sent", "token", "recv")
+        if state[3] is None or state[5] != token.encode():
+            return None
+        return sid.decode(), state
+
+    async def claim(self, sid: str, deadline: float) -> Any:
+        """Hold ``sid`` on this instance until ``deadline``: its state, or nothing if it is gone."""
+        return await self.claim_s(args=self._args(sid, deadline))
+
+    async def release(self, sid: str, sent: int, deadline: float, gen: int) -> Any:
+        """Let go of ``sid`` (if claim generation ``gen`` still holds it), to expire at ``deadline``."""
+        return await self.release_s(args=self._args(sid, sent, deadline, gen))
+
+    async def close(self, sid: str) -> None:
+        await self.close_s(args=self._args(sid))
+
+    async def admit(self, sid: str, cseq: int) -> int:
+        return cast(int, await self.admit_s(args=self._args(sid, cseq)))
+
+    async def join(self, sid: str, *rest: Any) -> Any:
+        return await self.join_s(args=self._args(sid, *rest))
+
+    async def leave(self, sid: str, cseq: Any) -> Any:
+        return await self.leave_s(args=self._args(sid, cseq))
+
+    async def public(self) -> list[bytes]:
+        return cast("list[bytes]", await self.client.srandmember(f"{PREFIX}public", 1000))
+
+    async def keep(self, ids: list[str], deadline: float) -> None:
+        """Push the deadline of the sessions held here to ``deadline``."""
+        for i in range(0, len(ids), 500):
+            await self.refresh_s(args=self._args(deadline, *ids[i:i + 500]))
+
+    async def expire(self, now: float) -> Any:
+        return await self.expire_s(args=self._args(now, 200))
+
+
+class RedisBackend:
+    """Sessions, rooms and mailboxes in Redis; see ``hub.Backend`` for the operations.
+
+    Made of a bus (``RedisBus``), the mailboxes (``RedisMailbox``) and a store
+    (``RedisStore``), which share one connection pool.
+    """
+
+    inline = False
+    # The scripts of these check and count the client sequence number with the effect.
+    admits_itself = p.RELAYED | {"join", "leave", "ping"}
+    unavailable: tuple[type[BaseException], ...] = REDIS_ERRORS
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.redis: aioredis.Redis | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def bind(self, hub: Hub[ClusterSession]) -> None:
+        self.hub = hub
+        self.sessions = hub.sessions
+        self.by_token = hub.by_token
+        self.store = RedisStore(self.settings)
+        self.mailbox = RedisMailbox(self.settings, hub)
+        self.bus = RedisBus(self.settings, self.mailbox.arrived, self._kicked, self._reconnected)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        # A blocking pool: a burst of work (hundreds of peers resuming at once after a
+        # proxy reload) queues for a connection instead of failing with "Too many
+        # connections", the plain pool's answer beyond its size. It queues without a
+        # timeout of its own (every command has its socket timeouts): on Python 3.11 a
+        # waiter timing out just after it was woken swallows the wake-up (asyncio.Condition,
+        # fixed in 3.13), and enough of those left waiters asleep beside idle connections,
+        # failing with "No connection available" for minutes after a resume storm.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=None,
+            socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
+        )
+        self.redis = aioredis.Redis.from_pool(pool)
+        for part in (self.store, self.mailbox, self.bus):
+            part.use(self.redis)
+        self._tasks.append(asyncio.create_task(self.bus.listen_forever(), name="signaling-subscriber"))
+        try:  # a first check, so /ready is right from the start; not fatal
+            await asyncio.wait_for(self.bus.subscribed.wait(), 5)
+        except TimeoutError:
+            log.warning("redis not reachable yet; /ready answers 503 until it is")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    @property
+    def ready(self) -> bool:
+        return self.bus.healthy
+
+    def _reconnected(self) -> None:
+        for sess in list(self.sessions.values()):
+            self.hub.spawn(self.mailbox.catch_up(sess))
+
+    async def _kicked(self, sid: str) -> None:
+        sess = self.sessions.get(sid)
+        if sess is not None and sess.ws is not None:
+            ws = sess.ws
+            self._forget_local(sess)
+            await ws.close(code=1008, message=b"resumed elsewhere")
+
     # -- sessions ------------------------------------------------------------
 
     def _forget_local(self, sess: Session) -> None:
@@ -282,19 +452,10 @@ class RedisHub(BaseHub[ClusterSession]):
         sess = ClusterSession(transport, s, time.monotonic())
         ws = transport == "ws"
         deadline = time.time() + (s.idle_timeout + s.resume_window if ws else s.poll_timeout)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(f"{PREFIX}s:{sess.id}", mapping={
-            "token": sess.token, "room": "", "role": "", "name": "", "seq": 0, "sent": 0, "recv": 0,
-            "inst": self.name if ws else "", "transport": transport,
-        })
-        pipe.set(f"{PREFIX}t:{sess.token}", sess.id)
-        pipe.sadd(f"{PREFIX}public", sess.id)
-        pipe.zadd(f"{PREFIX}exp", {sess.id: deadline})
-        await pipe.execute()
+        await self.store.create(sess, deadline, ws)
         if ws:
             self.sessions[sess.id] = sess
             self.by_token[sess.token] = sess
-        self.metrics.sessions_opened[transport] += 1
         return sess
 
     async def find(self, token: str | None) -> ClusterSession | None:
@@ -303,16 +464,12 @@ class RedisHub(BaseHub[ClusterSession]):
         local = self.by_token.get(token)
         if local is not None:
             return local
-        sid = cast("bytes | None", await self.client.get(f"{PREFIX}t:{token}"))
-        if sid is None:
-            return None
-        state = await self.client.hmget(
-            f"{PREFIX}s:{sid.decode()}", "room", "role", "name", "seq", "sent", "token", "recv")
-        if state[3] is None or state[5] != token.encode():
+        found = await self.store.lookup(token)
+        if found is None:
             return None
         sess = ClusterSession("poll", self.settings, time.monotonic())
-        sess.id, sess.token = sid.decode(), token
-        sess.load(state)
+        sess.id, sess.token = found[0], token
+        sess.load(found[1])
         return sess
 
     async def resume(self, token: str) -> ClusterSession | None:
@@ -324,7 +481,7 @@ class RedisHub(BaseHub[ClusterSession]):
             old = found.ws
             self._forget_local(found)
             await old.close(code=1008, message=b"resumed elsewhere")
-        state = await self._claim(args=self._args(found.id, time.time() + s.idle_timeout + s.resume_window))
+        state = await self.store.claim(found.id, time.time() + s.idle_timeout + s.resume_window)
         if not state:
             return None
         sess = ClusterSession("ws", s, time.monotonic())
@@ -332,116 +489,77 @@ class RedisHub(BaseHub[ClusterSession]):
         sess.load(state)
         previous = state[5].decode() if state[5] else ""
         if previous and previous != self.name:
-            await self.client.publish(f"{PREFIX}i:{previous}", b"K " + sess.id.encode())
+            await self.bus.kick(previous, sess.id)
         self.sessions[sess.id] = sess
         self.by_token[token] = sess
         return sess
 
-    async def lost_after(self, sess: Session, after: int) -> int:
-        oldest = await self._xrange(f"{PREFIX}q:{sess.id}", count=1)
-        first = int(oldest[0][0].split(b"-", 1)[0]) if oldest else sess.seq + 1
-        return max(0, first - 1 - after)
+    async def lost_after(self, sess: ClusterSession, after: int) -> int:
+        return await self.mailbox.lost_after(sess, after)
 
     async def attach(self, sess: ClusterSession, ws: Socket, after: int) -> None:
         sess.sent = after
         sess.ws = ws
         sess.detached_at = None
         if sess.seq > after or after:
-            await self.catch_up(sess)
+            await self.mailbox.catch_up(sess)
 
     async def detach(self, sess: ClusterSession, ws: Socket) -> None:
         if sess.ws is not ws:
             return
         self._forget_local(sess)
         try:
-            await self._release(
-                args=self._args(sess.id, sess.sent, time.time() + self.settings.resume_window, sess.gen))
+            await self.store.release(sess.id, sess.sent, time.time() + self.settings.resume_window, sess.gen)
         except REDIS_ERRORS as exc:
             log.warning("release failed", extra={"peer": sess.id, "error": str(exc)})
 
-    async def close(self, sess: Session) -> None:
-        if sess.closed:
-            return
-        sess.closed = True
+    async def end(self, sess: ClusterSession) -> None:
         self._forget_local(sess)
-        await self._close_s(args=self._args(sess.id))
-        waiter = self.waiters.get(sess.id)
+        await self.store.close(sess.id)
+        waiter = self.mailbox.waiters.get(sess.id)
         if waiter is not None and not waiter.done():
             waiter.set_result(False)
 
-    async def poll(self, sess: Session, after: int, ack: int | None, wait: float) -> tuple[list[bytes], int]:
+    async def poll(self, sess: ClusterSession, after: int, ack: int | None, wait: float) -> tuple[list[bytes], int]:
         s = self.settings
-        qkey = f"{PREFIX}q:{sess.id}"
+        mailbox, waiters = self.mailbox, self.mailbox.waiters
         if ack is not None:
-            await self.client.xtrim(qkey, minid=f"{ack + 1}-0")
-        previous = self.waiters.get(sess.id)
+            await mailbox.trim(sess.id, ack)
+        previous = waiters.get(sess.id)
         if previous is not None and not previous.done():
             previous.set_result(False)
-        waiter = self.waiters[sess.id] = asyncio.get_running_loop().create_future()
-        state = await self._claim(args=self._args(sess.id, time.time() + wait + s.poll_timeout))
+        waiter = waiters[sess.id] = asyncio.get_running_loop().create_future()
+        state = await self.store.claim(sess.id, time.time() + wait + s.poll_timeout)
         gen = int(state[7]) if state else 0
         last = after
         try:
-            entries = await self._xrange(qkey, min=f"{after + 1}-0")
-            if not entries and wait and not self.draining:
+            entries = await mailbox.entries(sess.id, after)
+            if not entries and wait and not self.hub.draining:
                 try:
                     await asyncio.wait_for(asyncio.shield(waiter), wait)
                 except TimeoutError:
                     pass
                 superseded = waiter.done() and waiter.result() is False
-                entries = [] if superseded else await self._xrange(qkey, min=f"{after + 1}-0")
+                entries = [] if superseded else await mailbox.entries(sess.id, after)
             if entries:
                 last = int(entries[-1][0].split(b"-", 1)[0])
-            return [fields[b"f"] for _, fields in entries], await self.lost_after(sess, after)
+            return [fields[b"f"] for _, fields in entries], await mailbox.lost_after(sess, after)
         finally:
             if not waiter.done():
                 waiter.cancel()
-            if self.waiters.get(sess.id) is waiter:  # not superseded by a newer poll here
-                del self.waiters[sess.id]
-                await self._release(args=self._args(sess.id, last, time.time() + s.poll_timeout, gen))
+            if waiters.get(sess.id) is waiter:  # not superseded by a newer poll here
+                del waiters[sess.id]
+                await self.store.release(sess.id, last, time.time() + s.poll_timeout, gen)
 
     # -- messages --------------------------------------------------------------
 
-    # The scripts of these check and count the client sequence number with the effect.
-    admits_itself = p.RELAYED | {"join", "leave", "ping"}
-
-    async def refuse(self, sess: Session, strikes: int) -> bool:
-        try:
-            return await super().refuse(sess, strikes)
-        except REDIS_ERRORS as exc:  # the answer is a courtesy; the message is dropped either way
-            log.warning("redis error while refusing a message", extra={"peer": sess.id, "error": str(exc)})
-            return True
-
-    async def handle(self, sess: Session, msg: Any, now: float) -> None:
-        try:
-            await super().handle(sess, msg, now)
-        except REDIS_ERRORS as exc:
-            log.warning("redis error while handling a message", extra={"peer": sess.id, "error": str(exc)})
-            self.metrics.errors[p.UNAVAILABLE] += 1
-            if sess.ws is None:
-                raise
-            try:  # outside the numbered stream: Redis is what numbers it
-                await sess.ws.send_frame(p.dumps(p.error(p.UNAVAILABLE, "cluster backend unreachable; retry")), TEXT)
-            except SEND_ERRORS:
-                pass
-
-    async def _local(self, sid: str, result: Any, prefix: bytes) -> None:
-        """After a delivery script: write to the socket here if the target is ours."""
-        seq, inst = result
-        if inst == self._name_b:
-            sess = self.sessions.get(sid)
-            if sess is not None:
-                await self.offer(sess, int(seq), prefix + b"%d}" % int(seq))
-            elif (waiter := self.waiters.get(sid)) is not None and not waiter.done():
-                waiter.set_result(True)
-
-    async def deliver(self, sess: Session, prefix: bytes) -> None:
-        result = await self._deliver(args=self._args(sess.id, prefix))
+    async def deliver(self, sess: ClusterSession, prefix: bytes) -> None:
+        result = await self.mailbox.deliver(sess.id, prefix)
         if result:
-            await self._local(sess.id, result, prefix)
+            await self.mailbox.local(sess.id, result, prefix)
 
-    async def admit(self, sess: Session, cseq: int) -> int:
-        return self._counted(sess, cseq, await self._admit(args=self._args(sess.id, cseq)))
+    async def admit(self, sess: ClusterSession, cseq: int) -> int:
+        return self._counted(sess, cseq, await self.store.admit(sess.id, cseq))
 
     @staticmethod
     def _counted(sess: Session, cseq: Any, verdict: int) -> int:
@@ -452,21 +570,21 @@ class RedisHub(BaseHub[ClusterSession]):
             sess.gap_noted = False
         return verdict
 
-    async def pong(self, sess: Session, msg: dict[str, Any]) -> None:
+    async def pong(self, sess: ClusterSession, msg: dict[str, Any]) -> int:
         cseq = msg.get("cseq") or ""  # null means none given
         ref = b'"ref":%s,' % p.dumps(msg["id"]) if "id" in msg else b""
-        result = await self._pong(args=self._args(sess.id, cseq, ref))
+        result = await self.mailbox.pong(sess.id, cseq, ref)
         if isinstance(result, int):
-            await self.admitted(sess, self._counted(sess, cseq, -2 - result), msg.get("id"))
-            return
+            return self._counted(sess, cseq, -2 - result)
         self._counted(sess, cseq, p.HANDLE)
         if result:  # {seq, inst, received}
-            await self._local(sess.id, result[:2], b'{"type":"pong",%s"received":%s,"seq":' % (ref, result[2]))
+            await self.mailbox.local(sess.id, result[:2], b'{"type":"pong",%s"received":%s,"seq":' % (ref, result[2]))
+        return p.HANDLE
 
-    async def ack(self, sess: Session, seq: int) -> None:
-        await self.client.xtrim(f"{PREFIX}q:{sess.id}", minid=f"{min(seq, sess.sent) + 1}-0")
+    async def ack(self, sess: ClusterSession, seq: int) -> None:
+        await self.mailbox.trim(sess.id, min(seq, sess.sent))
 
-    async def relay(self, sess: Session, kind: str, msg: dict[str, Any], now: float) -> None:
+    async def relay(self, sess: ClusterSession, kind: str, msg: dict[str, Any]) -> int:
         target = msg["to"]
         ref = msg.get("id")
         cseq = msg.get("cseq") or ""  # null means none given
@@ -476,41 +594,33 @@ class RedisHub(BaseHub[ClusterSession]):
             prefix = b"%s%s\",\"data\":%s,\"seq\":" % (
                 b'{"type":"%s","from":"' % kind.encode(), sess.id.encode(), p.encode_data(msg))
         except p.ProtocolError:  # refused before the script: count it handled here
-            if isinstance(cseq, int) and not await self.admitted(sess, await self.admit(sess, cseq), ref):
-                return
+            if isinstance(cseq, int) and (verdict := await self.admit(sess, cseq)) != p.HANDLE:
+                return verdict
             raise
-        result = await self._relay(args=self._args(sess.id, target, prefix, int(self.settings.public_mode), cseq))
+        result = await self.mailbox.relay(sess.id, target, prefix, self.settings.public_mode, cseq)
         if isinstance(result, int) and result <= -3:
-            await self.admitted(sess, self._counted(sess, cseq, -2 - result), ref)
-            return
+            return self._counted(sess, cseq, -2 - result)
         self._counted(sess, cseq, p.HANDLE)
         if result == -1:
             raise p.ProtocolError(p.UNKNOWN_PEER, "no peer with that id", ref)
         if result == -2:
             raise p.ProtocolError(p.FORBIDDEN, "you may not signal that peer", ref)
-        await self._local(target, result, prefix)
-        self.metrics.relayed[kind] += 1
-        self.metrics.observe_latency(time.monotonic() - now)
+        await self.mailbox.local(target, result, prefix)
+        return p.HANDLE
 
-    async def join(self, sess: Session, msg: dict[str, Any]) -> None:
+    async def join(self, sess: ClusterSession, msg: dict[str, Any]) -> int:
         s = self.settings
         ref = msg.get("id")
         cseq = msg.get("cseq") or ""  # null means none given
-        if not s.private_mode:
-            if isinstance(cseq, int) and not await self.admitted(sess, await self.admit(sess, cseq), ref):
-                return
-            raise p.ProtocolError(p.FORBIDDEN, "rooms are switched off on this server", ref)
         room, role, name = msg["room"], msg["role"], msg.get("name", "")
         secret = msg.get("secret")
         digest = hashlib.sha256(f"{room}\0{secret}".encode()).hexdigest() if secret is not None else ""
         me = {"id": sess.id, "role": role, "name": name}
         note = prefix_of({"type": "peer-joined", "room": room, "peer": me})
-        result = await self._join(
-            args=self._args(sess.id, room, role, digest, s.room_max_peers, p.dumps(me), note, cseq))
+        result = await self.store.join(sess.id, room, role, digest, s.room_max_peers, p.dumps(me), note, cseq)
         status = result[0].decode()
         if status in ("repeat", "gap"):
-            await self.admitted(sess, self._counted(sess, cseq, p.REPEAT if status == "repeat" else p.GAP), ref)
-            return
+            return self._counted(sess, cseq, p.REPEAT if status == "repeat" else p.GAP)
         self._counted(sess, cseq, p.HANDLE)
         if status == "already":
             raise p.ProtocolError(p.BAD_MESSAGE, f"already in room {result[1].decode()!r}; leave first", ref)
@@ -526,13 +636,13 @@ class RedisHub(BaseHub[ClusterSession]):
         if ref is not None:
             reply["ref"] = ref
         await self.deliver(sess, prefix_of(reply))
+        return p.HANDLE
 
-    async def leave(self, sess: Session, msg: dict[str, Any]) -> None:
+    async def leave(self, sess: ClusterSession, msg: dict[str, Any]) -> int:
         cseq = msg.get("cseq") or ""  # null means none given
-        room = await self._leave_s(args=self._args(sess.id, cseq))
+        room = await self.store.leave(sess.id, cseq)
         if isinstance(room, int):  # 1 repeat, 2 gap
-            await self.admitted(sess, self._counted(sess, cseq, room), msg.get("id"))
-            return
+            return self._counted(sess, cseq, room)
         self._counted(sess, cseq, p.HANDLE)
         if not room:
             raise p.ProtocolError(p.BAD_MESSAGE, "not in a room", msg.get("id"))
@@ -541,35 +651,43 @@ class RedisHub(BaseHub[ClusterSession]):
         if "id" in msg:
             reply["ref"] = msg["id"]
         await self.deliver(sess, prefix_of(reply))
+        return p.HANDLE
 
-    async def public_peers(self, sess: Session) -> list[str]:
-        members = cast("list[bytes]", await self.client.srandmember(f"{PREFIX}public", 1000))
+    async def public_peers(self, sess: ClusterSession) -> list[str]:
+        members = await self.store.public()
         return sorted(m.decode() for m in members if m.decode() != sess.id)
 
     # -- liveness ------------------------------------------------------------
 
     async def sweep(self, now: float) -> None:
-        await super().sweep(now)   # pings and idle drops of the sockets held here
+        """After the hub's pings and idle drops of the sockets held here: keep their
+        sessions alive, expire the sessions of every instance that are due."""
         s = self.settings
         wall = time.time()
         try:
             ids = [sid for sid, sess in self.sessions.items() if sess.ws is not None]
-            for i in range(0, len(ids), 500):
-                await self._refresh(args=self._args(wall + s.idle_timeout + s.resume_window, *ids[i:i + 500]))
-            expired = await self._expire(args=self._args(wall, 200))
+            await self.store.keep(ids, wall + s.idle_timeout + s.resume_window)
+            expired = await self.store.expire(wall)
             if expired:
                 log.info("sessions expired", extra={"count": len(expired)})
-            await self.client.ping()
-            self.healthy = self._listening
+            await self.store.client.ping()
+            self.bus.healthy = self.bus.listening
         except REDIS_ERRORS as exc:
-            self.healthy = False
+            self.bus.healthy = False
             log.warning("redis unreachable during sweep", extra={"error": str(exc)})
 
-    def gauges(self) -> dict[str, tuple[str, dict[str, float] | float]]:
-        gauges = super().gauges()
-        gauges["signaling_redis_up"] = ("1 while Redis answers.", int(self.healthy))
+    def rooms_here(self) -> int:
+        return 0  # rooms live in Redis, not on an instance
+
+    def gauges(self) -> Gauges:
+        gauges: Gauges = {"signaling_redis_up": ("1 while Redis answers.", int(self.bus.healthy))}
         pool = self.redis.connection_pool if self.redis is not None else None
         if pool is not None:
             gauges["signaling_redis_connections"] = ("Connections of the Redis pool by state.", {
                 "in_use": len(pool._in_use_connections), "idle": len(pool._available_connections)})
         return gauges
+
+
+def make_redis_hub(settings: Settings, metrics: Metrics) -> Hub[ClusterSession]:
+    """The hub of an instance of a cluster: the dispatcher over a ``RedisBackend``."""
+    return Hub(settings, metrics, RedisBackend(settings))

@@ -1,4 +1,4 @@
-"""Lua scripts of the Redis hub. Each runs atomically inside Redis.
+"""Lua scripts of the Redis backend (cluster.py). Each runs atomically inside Redis.
 
 Key layout (prefix ``P``, default ``sig:``):
 

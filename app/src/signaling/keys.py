@@ -9,11 +9,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from .config import Settings
-from .hub import BaseHub
+from .hub import Hub
 from .metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
-HUB: web.AppKey[BaseHub[Any]] = web.AppKey("hub", BaseHub)
+HUB: web.AppKey[Hub[Any]] = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 STATIC_ROOT = web.AppKey("static_root", Path)
