@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.extend import APACHE_EXTENSIONS, check_extensions
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.proxy import CRL_PATH, UPLOAD_ENDPOINT
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.render import MANAGED, _block, _check_model, _q
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.validation import parse_version
@@ -383,12 +384,50 @@ def _apache_restricted_locations(model):
     ]
 
 
-def render_apache_site(model, apache_version="2.4.62"):
-    """The whole site file: server-wide TLS and limits, balancers, catch-all and real vhosts."""
+def apache_extensions(model, extensions=None):
+    """The validated override points (APACHE_EXTENSIONS) for this model's site."""
+    known = [loc["path"] for loc in model["locations"] if loc["kind"] != "acme"]
+    return check_extensions(extensions, APACHE_EXTENSIONS, "apache", known, reserved=[APACHE_STATUS_PATH])
+
+
+def _apache_location_section(path, match, directives):
+    """``<Location>`` for a prefix, an anchored ``<LocationMatch>`` for an exact path."""
+    if match == "exact":
+        return [f"<LocationMatch \"^{_apache_regex(path)}$\">"] + _block(directives) + ["</LocationMatch>"]
+    return [f"<Location \"{path}\">"] + _block(directives) + ["</Location>"]
+
+
+def _apache_extras(model, ext):
+    """The user's vhost lines, locations and directives for built-in paths, after the site's own
+    sections: Apache merges sections in file order, so these come last and win."""
+    out = []
+    if ext["apache_extra_vhost_directives"]:
+        out += ["# Extra vhost directives (apache_extra_vhost_directives)."] + ext["apache_extra_vhost_directives"]
+    if ext["apache_extra_locations"]:
+        out += ["# Extra locations (apache_extra_locations)."]
+        for loc in ext["apache_extra_locations"]:
+            out += _apache_location_section(loc["path"], loc["match"], loc["directives"])
+    if ext["apache_location_directives"]:
+        out += ["# Directives for the site's own locations (apache_location_directives)."]
+        matches = {loc["path"]: loc["match"] for loc in model["locations"]}
+        for path, directives in ext["apache_location_directives"].items():
+            out += _apache_location_section(path, matches[path], directives)
+    return out
+
+
+def render_apache_site(model, apache_version="2.4.62", extensions=None):
+    """The whole site file: server-wide TLS and limits, balancers, catch-all and real vhosts.
+
+    ``extensions``: the apache role's override points (APACHE_EXTENSIONS), empty by default.
+    """
     model = _check_model(model)
     version = _apache_version(apache_version)
+    ext = apache_extensions(model, extensions)
     env = model["name"].upper().replace("-", "_")
     out = _apache_server_wide(model, version)
+    if ext["apache_extra_server_directives"]:
+        out += ["# Extra server-wide directives (apache_extra_server_directives)."]
+        out += ext["apache_extra_server_directives"] + [""]
     out += render_apache_balancers(model, apache_version).splitlines() + [""]
     if model["cors"]["origins"]:
         alternatives = "|".join(_apache_regex(o) for o in model["cors"]["origins"])
@@ -401,7 +440,7 @@ def render_apache_site(model, apache_version="2.4.62"):
     vhost = _apache_site_files(model, static_root) + _apache_uploads(model, uploads_root)
     vhost += _apache_static_dir(model, static_root) + _apache_proxying(model, env, uploads_root)
     vhost += _apache_rewrites(model, env, static_root)
-    vhost += _apache_api_location(model, env) + _apache_restricted_locations(model)
+    vhost += _apache_api_location(model, env) + _apache_restricted_locations(model) + _apache_extras(model, ext)
     out += ["# The site."] + _apache_vhost_open(model, "https", model["server_names"], "h2 http/1.1")
     out += _block(vhost) + ["</VirtualHost>", ""]
     out += _apache_status_vhost(model)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.extend import NGINX_EXTENSIONS, check_extensions
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.proxy import CRL_PATH, STATUS_ADDRESS
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.render import MANAGED, _block, _check_model, _q
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.validation import _abs_path, parse_version
@@ -260,7 +261,7 @@ _NGINX_LOCATION_BODIES = {
 }
 
 
-def _nginx_location(model, loc, include):
+def _nginx_location(model, loc, include, ext):
     up = f"http://{loc['upstream']}"
     kind, path = loc["kind"], loc["path"]
     opener = {"exact": f"location = {path} {{", "prefix": f"location {path} {{"}[loc["match"]]
@@ -272,6 +273,7 @@ def _nginx_location(model, loc, include):
     if kind not in _NGINX_LOCATION_BODIES:  # pragma: no cover - LOCATIONS is a closed table
         raise ValueError(f"unknown location kind {kind!r}")
     body += _NGINX_LOCATION_BODIES[kind](model, loc, up)
+    body += ext["nginx_location_directives"].get(path, [])
     lines = [opener] + _block(body) + ["}"]
     if kind == "static":
         lines += _nginx_page_locations(model, loc, up, include)
@@ -351,7 +353,16 @@ def _nginx_proxy_settings(model):
     ]
 
 
-def _nginx_site_server(model, include, ssl_listen, http2, tls):
+def _nginx_extra_locations(ext, include):
+    """The user's locations, each with the headers include first (nginx drops inherited headers)."""
+    out = []
+    for loc in ext["nginx_extra_locations"]:
+        opener = {"exact": f"location = {loc['path']} {{", "prefix": f"location {loc['path']} {{"}[loc["match"]]
+        out += ["", opener] + _block([f"include {include};"] + loc["directives"]) + ["}"]
+    return out
+
+
+def _nginx_site_server(model, include, ssl_listen, http2, tls, ext):
     """The body of the site's TLS server: certificates, limits, proxying and every location."""
     n = model["name"].replace("-", "_")
     server = _nginx_listen(model, "https", ssl_listen) + http2 + [
@@ -371,19 +382,31 @@ def _nginx_site_server(model, include, ssl_listen, http2, tls):
     ] + ([
         f"root {model['roots']['static']};",
         "open_file_cache max=1000 inactive=20s;",
-    ] if model["files_from_disk"] else []) + _nginx_proxy_settings(model) + [
+    ] if model["files_from_disk"] else []) + _nginx_proxy_settings(model) + ([
+        "# Extra server-level directives (nginx_extra_server_directives).",
+    ] + ext["nginx_extra_server_directives"] + [""] if ext["nginx_extra_server_directives"] else []) + [
         f"# The status page is served on {STATUS_ADDRESS}:{model['status']['port']} alone (its own server, above).",
         f"location = {NGINX_STATUS_PATH} {{",
     ] + _block([f"include {include};", "deny all;", "access_log off;"]) + ["}"]
     for loc in model["locations"]:
         if loc["kind"] != "acme":
-            server += [""] + _nginx_location(model, loc, include)
-    return server
+            server += [""] + _nginx_location(model, loc, include, ext)
+    return server + _nginx_extra_locations(ext, include)
 
 
-def render_nginx_site(model, nginx_version="1.22.1", headers_include=NGINX_HEADERS_INCLUDE):
-    """The whole site file (http context): maps, zones, upstream, catch-all and real servers."""
+def nginx_extensions(model, extensions=None):
+    """The validated override points (NGINX_EXTENSIONS) for this model's site."""
+    known = [loc["path"] for loc in model["locations"] if loc["kind"] != "acme"]
+    return check_extensions(extensions, NGINX_EXTENSIONS, "nginx", known, reserved=[NGINX_STATUS_PATH])
+
+
+def render_nginx_site(model, nginx_version="1.22.1", headers_include=NGINX_HEADERS_INCLUDE, extensions=None):
+    """The whole site file (http context): maps, zones, upstream, catch-all and real servers.
+
+    ``extensions``: the nginx role's override points (NGINX_EXTENSIONS), empty by default.
+    """
     model = _check_model(model)
+    ext = nginx_extensions(model, extensions)
     version = _nginx_version(nginx_version)
     include = _abs_path(headers_include, "headers_include")
     tls = render_nginx_tls(model, nginx_version).splitlines()
@@ -391,10 +414,13 @@ def render_nginx_site(model, nginx_version="1.22.1", headers_include=NGINX_HEADE
     ssl_listen = "ssl http2" if h2_in_listen else "ssl"
     http2 = [] if h2_in_listen else ["http2 on;"]
     out = [MANAGED, ""] + _nginx_http_level(model)
+    if ext["nginx_extra_http_directives"]:
+        out += ["# Extra http-level directives (nginx_extra_http_directives)."]
+        out += ext["nginx_extra_http_directives"] + [""]
     out += _nginx_catch_all_servers(model, ssl_listen, http2, tls)
     out += _nginx_http_server(model)
     out += _nginx_status_server(model) + [""]
-    server = _nginx_site_server(model, include, ssl_listen, http2, tls)
+    server = _nginx_site_server(model, include, ssl_listen, http2, tls, ext)
     out += ["# The site.", "server {"] + _block(server) + ["}"]
     return "\n".join(line.rstrip() for line in out) + "\n"
 

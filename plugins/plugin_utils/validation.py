@@ -99,16 +99,22 @@ def _header_value(value, what):
     return value
 
 
-def _abs_path(value, what):
+def _uri_path(value, what):
+    """An absolute path, as given (a trailing slash is kept: for a URI prefix it matters)."""
     value = _string(value, what)
     if not value.startswith("/") or any(ch.isspace() for ch in value):
         raise ValueError(f"{what} must be an absolute path without spaces, got {value!r}")
     bad = sorted(set(value) & _UNSAFE_PATH_CHARS)
     if bad:
         raise ValueError(f"{what} must not contain {' '.join(bad)}: {value!r}")
-    parts = [p for p in value.split("/") if p]
-    if any(p in (".", "..") for p in parts):
+    if any(p in (".", "..") for p in value.split("/")):
         raise ValueError(f"{what} must not contain '.' or '..' segments, got {value!r}")
+    return value
+
+
+def _abs_path(value, what):
+    value = _uri_path(value, what)
+    parts = [p for p in value.split("/") if p]
     if not parts:
         raise ValueError(f"{what} must not be the filesystem root")
     return "/" + "/".join(parts)

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from validator_helpers import EXTENSIONS
 
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import apache
 
@@ -19,7 +20,7 @@ DEBIAN_TREE = Path("/etc/apache2")
 MODS_AVAILABLE = DEBIAN_TREE / "mods-available"
 
 
-def apache_tree(tmp_path, model, apache_version):
+def apache_tree(tmp_path, model, apache_version, extensions=None):
     """Copy /etc/apache2, enable the model's modules, install ports.conf and the site."""
     root = tmp_path / "apache2"
     shutil.copytree(DEBIAN_TREE, root, symlinks=True)
@@ -35,7 +36,7 @@ def apache_tree(tmp_path, model, apache_version):
                 enabled.symlink_to(f"../mods-available/{module}{suffix}")
     (root / "ports.conf").write_text(apache.render_apache_ports(model))
     (root / "sites-available" / "webrtc-edge.conf").write_text(
-        apache.render_apache_site(model, apache_version=apache_version))
+        apache.render_apache_site(model, apache_version=apache_version, extensions=extensions))
     (root / "sites-enabled" / "webrtc-edge.conf").symlink_to("../sites-available/webrtc-edge.conf")
     return root
 
@@ -94,3 +95,10 @@ def test_apache_wstunnel_variant_is_accepted(tmp_path, model, version):
     """The mod_proxy_wstunnel rendering for Apache before 2.4.47 is valid too (checked by this Apache)."""
     done = apache2(apache_tree(tmp_path, model, version), "-t")
     assert done.returncode == 0, done.stderr
+
+
+def test_apache_accepts_every_extension_point(tmp_path, model, apache_version):
+    """The golden apache-extended.conf's override points, on each deployment: apache2 -t."""
+    done = apache2(apache_tree(tmp_path, model, apache_version, extensions=EXTENSIONS["apache"]), "-t")
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr

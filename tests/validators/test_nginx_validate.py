@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from validator_helpers import model_spec
+from validator_helpers import EXTENSIONS, model_spec
 
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import nginx, proxy
 
@@ -33,7 +33,7 @@ http {{
 """
 
 
-def render_tree(tmp_path, model, nginx_version, main=None):
+def render_tree(tmp_path, model, nginx_version, main=None, extensions=None):
     """Write site, headers include and a main configuration under tmp_path; return the main file."""
     sites = tmp_path / "sites-enabled"
     sites.mkdir(exist_ok=True)
@@ -41,7 +41,8 @@ def render_tree(tmp_path, model, nginx_version, main=None):
     include.parent.mkdir(exist_ok=True)
     include.write_text(nginx.render_nginx_headers(model))
     (sites / "webrtc-edge.conf").write_text(
-        nginx.render_nginx_site(model, nginx_version=nginx_version, headers_include=str(include)))
+        nginx.render_nginx_site(model, nginx_version=nginx_version, headers_include=str(include),
+                                extensions=extensions))
     conf = tmp_path / "nginx.conf"
     conf.write_text(main if main is not None else MAIN_CONF.format(tmp=tmp_path))
     return conf
@@ -117,3 +118,14 @@ def test_nginx_loads_both_key_types(tmp_path, nginx_version, key_type):
     done = nginx_test(render_tree(tmp_path, model, nginx_version))
     assert done.returncode == 0, done.stderr
 
+
+
+def test_nginx_and_gixy_accept_every_extension_point(tmp_path, model, nginx_version):
+    """The golden nginx-extended.conf's override points, on each deployment: nginx -t, then gixy."""
+    conf = render_tree(tmp_path, model, nginx_version, extensions=EXTENSIONS["nginx"])
+    done = nginx_test(conf)
+    assert done.returncode == 0, done.stderr
+    assert "[warn]" not in done.stderr, done.stderr
+    done = subprocess.run([str(GIXY), "-f", "json", str(conf)], capture_output=True, text=True, check=False)
+    findings = json.loads(done.stdout or "[]")
+    assert findings == [], json.dumps(findings, indent=2)

@@ -6,12 +6,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import validation
+
+#: Every override point in use (the input of the golden nginx-extended.conf and apache-extended.conf).
+EXTENSIONS = yaml.safe_load(
+    (Path(__file__).parents[1] / "plugins" / "filter" / "extensions.yml").read_text())
 
 
 def installed_version(argv, pattern_source):

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.webrtc_edge.edge.plugins.filter import proxy_model as proxy_filters
@@ -774,3 +775,113 @@ def test_nginx_site_golden_split(split_spec):
 
 def test_apache_site_golden_split(split_spec):
     check_golden("apache-split.conf", apache.render_apache_site(proxy.build_proxy_model(split_spec)))
+
+
+# ---------------------------------------------------------------------------
+# Override points (plugins/plugin_utils/extend.py)
+# ---------------------------------------------------------------------------
+
+EXTENSIONS = yaml.safe_load((Path(__file__).parent / "extensions.yml").read_text())
+
+
+def test_nginx_site_golden_extended(spec):
+    check_golden("nginx-extended.conf",
+                 nginx.render_nginx_site(proxy.build_proxy_model(spec), extensions=EXTENSIONS["nginx"]))
+
+
+def test_apache_site_golden_extended(spec):
+    check_golden("apache-extended.conf",
+                 apache.render_apache_site(proxy.build_proxy_model(spec), extensions=EXTENSIONS["apache"]))
+
+
+@pytest.mark.parametrize("empty", [None, {}, {"nginx_extra_http_directives": [], "nginx_location_directives": {}}])
+def test_nginx_empty_extensions_change_nothing(spec, empty):
+    model = proxy.build_proxy_model(spec)
+    assert nginx.render_nginx_site(model, extensions=empty) == nginx.render_nginx_site(model)
+
+
+@pytest.mark.parametrize("empty", [None, {}, {"apache_extra_vhost_directives": [], "apache_extra_locations": []}])
+def test_apache_empty_extensions_change_nothing(spec, empty):
+    model = proxy.build_proxy_model(spec)
+    assert apache.render_apache_site(model, extensions=empty) == apache.render_apache_site(model)
+
+
+def test_nginx_extension_points_land_where_they_belong(spec):
+    text = nginx.render_nginx_site(proxy.build_proxy_model(spec), extensions=EXTENSIONS["nginx"])
+    http_level = text[:text.index("server {")]
+    assert "real_ip_header X-Forwarded-For;" in http_level
+    site = text[text.index("# The site."):]
+    assert "proxy_set_header X-Request-Id $edge_request_id;" in site
+    api = site[site.index("location /api/ {"):]
+    api = api[:api.index("\n    }")]
+    assert 'add_header X-Robots-Tag "noindex" always;' in api
+    robots = site[site.index("location = /robots.txt {"):]
+    assert robots.splitlines()[1].strip().startswith("include ")  # the security headers stay
+
+
+def test_apache_extension_points_land_where_they_belong(spec):
+    text = apache.render_apache_site(proxy.build_proxy_model(spec), extensions=EXTENSIONS["apache"])
+    assert text.index("LimitRequestFieldSize 16384") < text.index("<VirtualHost")
+    site = text[text.index("# The site."):text.index("ExtendedStatus On")]
+    assert '<LocationMatch "^\\/robots\\.txt$">' in site
+    assert '<Location "/internal/">' in site and "RemoteIPHeader X-Forwarded-For" in site
+
+
+NGINX_BAD = [
+    ({"nginx_extra_http_directives": ["real_ip_header X-Forwarded-For"]},
+     r"nginx_extra_http_directives\[0\] must end with ';'"),
+    ({"nginx_extra_http_directives": ["gzip on;\nserver { }"]}, r"nginx_extra_http_directives\[0\] contains a control"),
+    ({"nginx_extra_server_directives": "gzip on;"}, r"nginx_extra_server_directives must be a list"),
+    ({"nginx_extra_server_directives": [5]}, r"nginx_extra_server_directives\[0\] must be a string"),
+    ({"nginx_extra_server_directives": ["if ($x) {"]}, r"leaves 1 block\(s\) open"),
+    ({"nginx_extra_server_directives": ["}", "location / {"]}, r"\[0\] closes a block that is not open"),
+    ({"nginx_extra_locations": [{"path": "/api/", "directives": []}]},
+     r"nginx_extra_locations\[0\]\.path /api/ collides with a location the site already has"),
+    ({"nginx_extra_locations": [{"path": "/nginx_status"}]}, r"/nginx_status collides"),
+    ({"nginx_extra_locations": [{"path": "/a/"}, {"path": "/a/"}]}, r"nginx_extra_locations\[1\]\.path /a/ collides"),
+    ({"nginx_extra_locations": [{"path": "relative"}]}, r"nginx_extra_locations\[0\]\.path must be an absolute path"),
+    ({"nginx_extra_locations": [{"path": "/a/../b"}]}, r"'\.' or '\.\.' segments"),
+    ({"nginx_extra_locations": [{"path": "/a{"}]}, r"path must not contain \{"),
+    ({"nginx_extra_locations": [{"path": "/a", "match": "regex"}]}, r"match must be prefix or exact"),
+    ({"nginx_extra_locations": [{"path": "/a", "root": "/srv"}]}, r"nginx_extra_locations\[0\] has unknown keys: root"),
+    ({"nginx_extra_locations": [{"path": "/a", "directives": ["deny all"]}]},
+     r"nginx_extra_locations\[0\]\.directives\[0\] must end with ';'"),
+    ({"nginx_location_directives": {"/nope": ["deny all;"]}},
+     r"nginx_location_directives names '/nope', not a location of the site; known: /_errors/, /ws, /api/"),
+    ({"nginx_location_directives": {"/api/": ["deny all"]}}, r"nginx_location_directives\['/api/'\]\[0\] must end"),
+    ({"nginx_extra_everything": []}, r"unknown extension points: nginx_extra_everything"),
+]
+
+
+@pytest.mark.parametrize(("extensions", "match"), NGINX_BAD)
+def test_nginx_bad_extensions_are_refused(spec, extensions, match):
+    with pytest.raises(ValueError, match=match):
+        nginx.render_nginx_site(proxy.build_proxy_model(spec), extensions=extensions)
+
+
+APACHE_BAD = [
+    ({"apache_extra_vhost_directives": ["<IfModule remoteip_module>"]}, r"leaves <ifmodule> open"),
+    ({"apache_extra_vhost_directives": ["</Location>"]}, r"\[0\] closes a section that is not open"),
+    ({"apache_extra_vhost_directives": ["<If a>", "</Location>"]}, r"\[1\] closes a section that is not open"),
+    ({"apache_extra_vhost_directives": ["<If x"]}, r"\[0\] is not a section line"),
+    ({"apache_extra_server_directives": ["Header set A b\r\nX"]}, r"apache_extra_server_directives\[0\] contains a"),
+    ({"apache_extra_locations": [{"path": "/metrics"}]}, r"apache_extra_locations\[0\]\.path /metrics collides"),
+    ({"apache_extra_locations": [{"path": "/server-status"}]}, r"/server-status collides"),
+    ({"apache_extra_locations": [{"path": "/a", "directives": ["<Directory /x>"]}]},
+     r"apache_extra_locations\[0\]\.directives leaves <directory> open"),
+    ({"apache_location_directives": {"/nope": ["Require all denied"]}},
+     r"apache_location_directives names '/nope', not a location of the site; known: "),
+    ({"apache_location_directives": ["/api/"]}, r"apache_location_directives must be a dictionary"),
+]
+
+
+@pytest.mark.parametrize(("extensions", "match"), APACHE_BAD)
+def test_apache_bad_extensions_are_refused(spec, extensions, match):
+    with pytest.raises(ValueError, match=match):
+        apache.render_apache_site(proxy.build_proxy_model(spec), extensions=extensions)
+
+
+def test_extension_errors_name_the_filter(spec):
+    with pytest.raises(AnsibleFilterError, match=r"^nginx_site: nginx_extra_http_directives\[0\] must end"):
+        proxy_filters.FilterModule().filters()["nginx_site"](
+            proxy.build_proxy_model(spec), extensions={"nginx_extra_http_directives": ["x"]})
