@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import apache, nginx, proxy
 
@@ -63,6 +64,24 @@ def test_model_through_jinja_matches_python(rendered):
 def test_role_templates_are_the_filters_output(rendered, name, render):
     model = json.loads((rendered / "model.json").read_text())["model"]
     assert (rendered / name).read_text() == render(model)
+
+
+@pytest.mark.parametrize(
+    ("name", "render"),
+    [
+        ("nginx-site-extended.conf",
+         lambda m, ext: nginx.render_nginx_site(m, nginx_version="1.22.1", extensions=ext["nginx"])),
+        ("apache-site-extended.conf",
+         lambda m, ext: apache.render_apache_site(m, apache_version="2.4.62", extensions=ext["apache"])),
+    ],
+)
+def test_override_points_set_as_role_variables(rendered, name, render):
+    """nginx_extra_* / apache_extra_* reach the filter through the role's vars, unchanged."""
+    model = json.loads((rendered / "model.json").read_text())["model"]
+    extensions = yaml.safe_load((HERE / "extensions.yml").read_text())
+    text = (rendered / name).read_text()
+    assert text == render(model, extensions)
+    assert "# Extra" in text
 
 
 def test_bad_input_error_names_the_filter(rendered):
