@@ -34,3 +34,16 @@ def test_two_instances_share_redis(host):
     for port in (8081, 8082):
         metrics = host.check_output(f"curl -sf http://127.0.0.1:{port}/metrics")
         assert "signaling_redis_up 1" in metrics
+
+
+def test_extra_location_served(site):
+    """An extra location from the inventory is served, with the site's security headers, and a
+    line added to a built-in location reaches its answers."""
+    robots = site.get("/robots.txt")
+    assert (robots.status, robots.body) == (200, b"User-agent: *")
+    assert robots.headers["Content-Type"].startswith("text/plain")
+    assert robots.headers["Strict-Transport-Security"]
+    assert robots.headers["X-Content-Type-Options"] == "nosniff"
+    api = site.get("/api/ice-servers")
+    assert (api.status, api.headers["X-Robots-Tag"]) == (200, "noindex")
+    assert site.get("/health").headers["X-Robots-Tag"] is None
