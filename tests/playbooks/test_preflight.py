@@ -225,6 +225,18 @@ def test_instances_default_to_one_per_cpu_on_loopback(tmp_path):
             "coturn_user_quota (2) is below the 3 allocations of a single peer connection",
             id="turn-quota-below-one-call",
         ),
+        pytest.param(
+            {"signaling_app": {"one": None}, "proxy": {"one": None}},
+            {"nginx_extra_locations": [{"path": "/api/", "directives": ["return 204;"]}]},
+            "nginx_extra_locations[0]",
+            id="nginx-extra-location-on-a-built-in-path",
+        ),
+        pytest.param(
+            {"signaling_app": {"one": None}, "proxy": {"one": None}},
+            {"proxy_server": "apache", "apache_location_directives": {"/nowhere/": ["Header set X-A b"]}},
+            "apache_location_directives",
+            id="apache-directives-for-an-unknown-path",
+        ),
     ],
 )
 def test_bad_inventory_fails_early(tmp_path, groups, all_vars, message):
