@@ -1,0 +1,1 @@
+"""Helpers for testing the service from outside: not imported by the service itself."""
