@@ -17,7 +17,7 @@ needs, each as a role variable where the role has one:
   pid file and user database in the test's directory.
 
 The certificate comes from a CA made for the test; Chromium trusts exactly its key
-(``--ignore-certificate-errors-spki-list``, see ``spki_pin``).
+(``--ignore-certificate-errors-spki-list``, see ``signaling.testing.browser.spki_pin``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from pathlib import Path
 
 import pytest
 from conftest import stop_app
+
+from signaling.testing.browser import spki_pin
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "coturn"
@@ -106,8 +108,7 @@ def _make_certificate(out: Path) -> str:
     (out / "privkey.pem").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                                                         serialization.NoEncryption()))
     (out / "ca.pem").write_bytes(ca.public_bytes(pem))
-    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    return spki_pin(key.public_key())
 
 
 class Coturn:

@@ -1,7 +1,8 @@
 """End-to-end tests of the browser client (static/) in Debian's Chromium.
 
 The real server runs as ``python -m signaling`` on a free loopback port;
-Playwright drives Chromium with fake camera and microphone. index.html
+signaling.testing.browser, the driver molecule/browser_call.py uses too, opens
+the pages in Debian's Chromium with fake camera and microphone. index.html
 carries the strict Content-Security-Policy the proxy sets in production (as a
 <meta> tag), and the tests assert that the client never violates it.
 
@@ -9,7 +10,7 @@ Test hooks used (see static/README.md): ``window.webrtcEdge`` (id, transport,
 signaling, mode, peers: Map(peerId -> {connectionState, framesDecoded}),
 stats, errors, cspViolations, drop(), signalingClient), ``data-state`` on each
 remote tile and the URL parameters ``call``, ``room``, ``role``, ``name``,
-``secret``, ``transport`` and ``autoanswer``.
+``secret``, ``transport``, ``autoanswer`` and ``media``.
 
 The reliable-sending tests (docs/protocol.md, "Reliable sending") put
 Playwright between the page and the real server to break the link the way
@@ -37,24 +38,17 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from signaling.testing.browser import Page, launch, open_pages, unavailable
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)",
-                allow_module_level=True)
+if reason := unavailable():
+    pytest.skip(reason, allow_module_level=True)
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+sync_api = pytest.importorskip("playwright.sync_api")
 
 needs_route_web_socket = pytest.mark.skipif(
     not hasattr(sync_api.Page, "route_web_socket"), reason="needs playwright >= 1.48 (Page.route_web_socket)")
-
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 
 # ---- fixtures -----------------------------------------------------------------------
@@ -133,12 +127,8 @@ def own_server(tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with launch() as b:
+        yield b
 
 
 @pytest.fixture
@@ -148,84 +138,11 @@ def shots(tmp_path: Path) -> Path:
     return out
 
 
-class Client:
-    """One browser page (in its own context) running the client."""
-
-    def __init__(self, browser, base: str, name: str) -> None:
-        self.name = name
-        self.base = base
-        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
-        self.console: list[str] = []
-        self.page = self.context.new_page()
-        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
-        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
-
-    def open(self, query: str = "") -> Client:
-        self.page.goto(f"{self.base}/{query}")
-        self.wait("!!(window.webrtcEdge && window.webrtcEdge.id && window.webrtcEdge.signaling === 'open')",
-                  what="a signaling session")
-        return self
-
-    def js(self, expr: str):
-        # page.evaluate runs through the DevTools protocol, outside the page's CSP
-        # (page.wait_for_function would need 'unsafe-eval').
-        return self.page.evaluate(expr)
-
-    def wait(self, expr: str, timeout: float = 30, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while not self.js(expr):
-            if time.monotonic() > deadline:
-                pytest.fail(f"{self.name}: timed out waiting for {what or expr}\nstate: {self.state()}\n"
-                            f"console:\n" + "\n".join(self.console[-40:]))
-            time.sleep(0.2)
-
-    @property
-    def id(self) -> str:
-        return self.js("window.webrtcEdge.id")
-
-    def peers(self) -> dict[str, dict]:
-        return json.loads(self.js("JSON.stringify(Object.fromEntries(window.webrtcEdge.peers))"))
-
-    def state(self) -> dict:
-        return json.loads(self.js("""JSON.stringify({
-            id: webrtcEdge.id, transport: webrtcEdge.transport, signaling: webrtcEdge.signaling,
-            mode: webrtcEdge.mode, room: webrtcEdge.room, role: webrtcEdge.role,
-            peers: Object.fromEntries(webrtcEdge.peers), stats: webrtcEdge.stats,
-            errors: webrtcEdge.errors, csp: webrtcEdge.cspViolations, log: webrtcEdge.log.slice(-15)})"""))
-
-    def wait_media(self, count: int = 1, frames: int = 5, timeout: float = 40) -> None:
-        """`count` peers, each with connectionState connected and decoded video frames."""
-        self.wait(f"""(() => {{
-            const ps = [...window.webrtcEdge.peers.values()];
-            return ps.length === {count} &&
-                   ps.every(p => p.connectionState === 'connected' && p.framesDecoded > {frames});
-        }})()""", timeout, what=f"{count} connected peer(s) with video")
-
-    def tile_states(self) -> list[str]:
-        return self.page.eval_on_selector_all("#tiles figure.tile.remote", "els => els.map(e => e.dataset.state)")
-
-    def assert_clean(self) -> None:
-        assert self.js("window.webrtcEdge.cspViolations") == [], self.state()
-        bad = [line for line in self.console
-               if line.startswith("pageerror") or "Content Security Policy" in line]
-        assert not bad, bad
-
-    def close(self) -> None:
-        self.context.close()
-
-
 @pytest.fixture
-def clients(browser, server) -> Iterator[Callable[..., Client]]:
-    made: list[Client] = []
-
-    def factory(name: str, base: str = server) -> Client:
-        client = Client(browser, base, name)
-        made.append(client)
-        return client
-
-    yield factory
-    for client in made:
-        client.close()
+def clients(browser, server) -> Iterator[Callable[..., Page]]:
+    """``new(name, base=server)``: a client page (signaling.testing.browser.Page), closed after the test."""
+    with open_pages(browser, server) as new:
+        yield new
 
 
 # ---- breaking the link between a page and the server ---------------------------------------
@@ -306,14 +223,14 @@ class LossyPosts:
         return seen
 
 
-def count_candidates(receiver: Client) -> None:
+def count_candidates(receiver: Page) -> None:
     """From now on the receiver's page records the ``n`` of every ``candidate`` it gets."""
     receiver.js("""(() => { window.candidates = [];
         webrtcEdge.signalingClient.addEventListener('message', (ev) => {
             if (ev.detail.type === 'candidate') window.candidates.push(ev.detail.data.n); }); })()""")
 
 
-def send_candidates(sender: Client, to: str, numbers: range, then_drop: bool = False) -> None:
+def send_candidates(sender: Page, to: str, numbers: range, then_drop: bool = False) -> None:
     """``sig.send`` a ``candidate`` numbered n to ``to`` for each n, in one go (then ``drop()``)."""
     sender.page.evaluate("""([to, first, last, drop]) => {
         for (let n = first; n <= last; n++) webrtcEdge.signalingClient.send({type: 'candidate', to, data: {n}});
@@ -321,7 +238,7 @@ def send_candidates(sender: Client, to: str, numbers: range, then_drop: bool = F
     }""", [to, numbers.start, numbers.stop - 1, then_drop])
 
 
-def assert_delivered_once_in_order(sender: Client, receiver: Client, count: int) -> None:
+def assert_delivered_once_in_order(sender: Page, receiver: Page, count: int) -> None:
     """Once the server confirmed all the sender sent, the receiver got 1..count, each once, in order."""
     sender.wait("webrtcEdge.signalingClient.unconfirmed === 0", what="the server confirming every message")
     receiver.wait(f"window.candidates.length >= {count}", what=f"{count} candidates")
@@ -346,20 +263,20 @@ def test_landing_page_and_assets(clients, shots) -> None:
     assert a.js("window.webrtcEdge.cspViolations")[0].startswith("script-src")
     a.js("window.webrtcEdge.cspViolations.length = 0")
     a.console.clear()
-    a.page.screenshot(path=str(shots / "landing.png"))
+    a.screenshot(shots / "landing.png")
     a.assert_clean()
 
 
 def test_one_to_one_call_over_websocket(clients, shots) -> None:
-    a = clients("a").open("?autoanswer=1")
-    b = clients("b").open(f"?call={a.id}")
+    a = clients("a").open(autoanswer=True)
+    b = clients("b").open(call=a.id)
     b.wait_media()
     a.wait_media()
     assert set(a.peers()) == {b.id} and set(b.peers()) == {a.id}
     assert a.tile_states() == ["connected"] and b.tile_states() == ["connected"]
     assert int(b.page.get_attribute("#tiles figure.tile.remote", "data-frames")) > 0
     assert a.js("webrtcEdge.transport") == b.js("webrtcEdge.transport") == "websocket"
-    b.page.screenshot(path=str(shots / "call-1to1.png"))
+    b.screenshot(shots / "call-1to1.png")
 
     b.page.click("#hangup")
     a.wait("window.webrtcEdge.peers.size === 0 && document.body.dataset.view === 'landing'", what="the hang-up")
@@ -370,20 +287,20 @@ def test_one_to_one_call_over_websocket(clients, shots) -> None:
 
 def test_incoming_call_prompt(clients, shots) -> None:
     a = clients("a").open()
-    b = clients("b").open(f"?call={a.id}")
+    b = clients("b").open(call=a.id)
     a.page.wait_for_selector("#incoming[open]")
     assert b.id in a.page.inner_text("#incoming")
-    a.page.screenshot(path=str(shots / "incoming-call.png"))
+    a.screenshot(shots / "incoming-call.png")
     a.page.click("#incoming-accept")
     a.wait_media()
     b.wait_media()
 
 
 def test_room_host_and_two_participants(clients, shots) -> None:
-    host = clients("host").open("?room=standup&role=host&name=Bo&secret=s3cret")
+    host = clients("host").open(room="standup", role="host", name="Bo", secret="s3cret")
     host.wait("window.webrtcEdge.mode === 'room'", what="joined")
-    ana = clients("ana").open("?room=standup&role=participant&name=Ana&secret=s3cret")
-    cy = clients("cy").open("?room=standup&role=participant&name=Cy&secret=s3cret&transport=polling")
+    ana = clients("ana").open(room="standup", role="participant", name="Ana", secret="s3cret")
+    cy = clients("cy").open(room="standup", role="participant", name="Cy", secret="s3cret", transport="polling")
     for p in (ana, cy):
         p.wait_media(1)
         peers = p.peers()
@@ -398,13 +315,13 @@ def test_room_host_and_two_participants(clients, shots) -> None:
     assert host.js("webrtcEdge.role") == "host" and ana.js("webrtcEdge.role") == "participant"
     # The secret does not stay in the address bar.
     assert "secret" not in ana.page.url
-    host.page.screenshot(path=str(shots / "room-host.png"))
-    ana.page.screenshot(path=str(shots / "room-participant.png"))
+    host.screenshot(shots / "room-host.png")
+    ana.screenshot(shots / "room-participant.png")
 
-    eve = clients("eve").open("?room=standup&role=participant&name=Eve&secret=wrong")
+    eve = clients("eve").open(room="standup", role="participant", name="Eve", secret="wrong")
     eve.wait("window.webrtcEdge.errors.some(e => e.code === 'bad-secret')", what="bad-secret")
     eve.wait("document.body.dataset.view === 'landing'", what="back to the landing page")
-    eve.page.screenshot(path=str(shots / "room-bad-secret.png"))
+    eve.screenshot(shots / "room-bad-secret.png")
 
     ana.page.click("#hangup")
     host.wait("window.webrtcEdge.peers.size === 1", what="peer-left for Ana")
@@ -414,10 +331,10 @@ def test_room_host_and_two_participants(clients, shots) -> None:
 
 
 def test_participant_before_host(clients) -> None:
-    ana = clients("ana").open("?room=later&role=participant&name=Ana")
+    ana = clients("ana").open(room="later", role="participant", name="Ana")
     ana.wait("window.webrtcEdge.mode === 'room'", what="joined")
     assert ana.peers() == {}
-    host = clients("host").open("?room=later&role=host&name=Bo")
+    host = clients("host").open(room="later", role="host", name="Bo")
     host.wait_media(1)
     ana.wait_media(1)
 
@@ -428,28 +345,28 @@ def test_fallback_to_polling_when_websocket_fails(clients, shots) -> None:
     # Every WebSocket this page opens is refused before it opens (as a proxy
     # that breaks upgrades would), so the client must fall back by itself.
     RoutedSockets(a.page, block=True)
-    a.open("?autoanswer=1")
+    a.open(autoanswer=True)
     assert a.js("webrtcEdge.transport") == "polling"
     assert a.js("webrtcEdge.stats.fallbacks") >= 1
-    b = clients("b").open(f"?call={a.id}")  # a WebSocket peer calls a polling peer
+    b = clients("b").open(call=a.id)  # a WebSocket peer calls a polling peer
     b.wait_media()
     a.wait_media()
     assert b.js("webrtcEdge.transport") == "websocket"
-    a.page.screenshot(path=str(shots / "call-polling-fallback.png"))
+    a.screenshot(shots / "call-polling-fallback.png")
     a.assert_clean()
 
 
 def test_forced_polling_both_sides(clients) -> None:
-    a = clients("a").open("?autoanswer=1&transport=polling")
-    b = clients("b").open(f"?call={a.id}&transport=polling")
+    a = clients("a").open(autoanswer=True, transport="polling")
+    b = clients("b").open(call=a.id, transport="polling")
     b.wait_media()
     a.wait_media()
     assert a.js("webrtcEdge.transport") == b.js("webrtcEdge.transport") == "polling"
 
 
 def test_resume_after_websocket_drop_loses_nothing(clients) -> None:
-    a = clients("a").open("?autoanswer=1")
-    b = clients("b").open(f"?call={a.id}")
+    a = clients("a").open(autoanswer=True)
+    b = clients("b").open(call=a.id)
     a.wait_media()
     b.wait_media()
     a_id = a.id
@@ -473,8 +390,8 @@ def test_resume_after_websocket_drop_loses_nothing(clients) -> None:
 
 
 def test_resume_keeps_a_live_call(clients) -> None:
-    a = clients("a").open("?autoanswer=1")
-    b = clients("b").open(f"?call={a.id}")
+    a = clients("a").open(autoanswer=True)
+    b = clients("b").open(call=a.id)
     a.wait_media()
     b.wait_media()
     a.js("webrtcEdge.drop()")
@@ -488,8 +405,8 @@ def test_resume_keeps_a_live_call(clients) -> None:
 
 
 def test_polling_recovers_after_network_outage(clients) -> None:
-    a = clients("a").open("?autoanswer=1&transport=polling")
-    b = clients("b").open(f"?call={a.id}")
+    a = clients("a").open(autoanswer=True, transport="polling")
+    b = clients("b").open(call=a.id)
     a.wait_media()
     b.wait_media()
     a_id = a.id
@@ -506,8 +423,8 @@ def test_polling_recovers_after_network_outage(clients) -> None:
 
 
 def test_server_restart_gives_new_sessions_and_rejoins_the_room(clients, own_server) -> None:
-    host = clients("host", own_server.base).open("?room=again&role=host&name=Bo")
-    ana = clients("ana", own_server.base).open("?room=again&role=participant&name=Ana&transport=polling")
+    host = clients("host", own_server.base).open(room="again", role="host", name="Bo")
+    ana = clients("ana", own_server.base).open(room="again", role="participant", name="Ana", transport="polling")
     host.wait_media(1)
     ana.wait_media(1)
     old_ids = {host.id, ana.id}
@@ -527,9 +444,9 @@ def test_server_restart_gives_new_sessions_and_rejoins_the_room(clients, own_ser
 def test_websocket_blocked_after_a_drop_carries_the_session_on_over_polling(clients) -> None:
     a = clients("a")
     link = RoutedSockets(a.page)
-    a.open("?autoanswer=1")
+    a.open(autoanswer=True)
     assert a.js("webrtcEdge.transport") == "websocket"
-    b = clients("b").open(f"?call={a.id}")
+    b = clients("b").open(call=a.id)
     a.wait_media()
     b.wait_media()
     a_id = a.id
@@ -545,7 +462,7 @@ def test_websocket_blocked_after_a_drop_carries_the_session_on_over_polling(clie
 
 
 def test_calling_an_unknown_peer_reports_it(clients) -> None:
-    a = clients("a").open("?call=NoSuchPeer000000")
+    a = clients("a").open(call="NoSuchPeer000000")
     a.wait("window.webrtcEdge.errors.some(e => e.code === 'unknown-peer')", what="unknown-peer")
     a.wait("document.body.dataset.view === 'landing' && window.webrtcEdge.peers.size === 0",
            what="back to the landing page")
@@ -554,8 +471,8 @@ def test_calling_an_unknown_peer_reports_it(clients) -> None:
 
 
 def test_receive_only_caller_without_camera(clients) -> None:
-    a = clients("a").open("?autoanswer=1")
-    b = clients("b").open(f"?call={a.id}&media=0")  # no getUserMedia at all
+    a = clients("a").open(autoanswer=True)
+    b = clients("b").open(call=a.id, media=False)  # no getUserMedia at all
     b.wait_media()  # B still receives A's video
     a.wait("[...window.webrtcEdge.peers.values()].some(p => p.connectionState === 'connected')",
            what="A connected")
@@ -623,7 +540,7 @@ def test_polling_post_whose_answer_is_lost_is_not_delivered_twice(clients) -> No
     cseqs; the peer gets every message once, in order."""
     a = clients("a")
     posts = LossyPosts(a.page, ["answer", "request", "answer"])
-    a.open("?transport=polling")
+    a.open(transport="polling")
     b = clients("b").open()
     count_candidates(b)
     send_candidates(a, b.id, range(1, 41))

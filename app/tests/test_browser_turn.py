@@ -36,9 +36,10 @@ from collections.abc import Iterator
 
 import pytest
 from coturn import Coturn, require_coturn
-from test_browser import CHROMIUM, CHROMIUM_ARGS, Client, Server, clients, sync_api  # noqa: F401 (fixture)
+from test_browser import Server, clients  # noqa: F401 (fixture)
 
 from signaling.config import FIELDS, Settings
+from signaling.testing.browser import Page, launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -84,19 +85,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, coturn: Coturn) -> Iterator
 @pytest.fixture(scope="module")
 def browser(coturn: Coturn) -> Iterator[object]:
     """Chromium trusting the test CA's certificate of coturn (and only that one)."""
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM,
-                               args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={coturn.spki_pin}"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with launch(spki_pins=[coturn.spki_pin]) as b:
+        yield b
 
 
 EVERY_PATH_RELAYED = "[...webrtcEdge.peers.values()].every(p => p.candidateType === 'relay')"
 
 
-def refusals(client: Client, code: int = 486) -> list[dict]:
+def refusals(client: Page, code: int = 486) -> list[dict]:
     return [e for e in client.js("webrtcEdge.iceErrors") if e["code"] == code]
 
 
@@ -113,8 +109,8 @@ def held(coturn: Coturn, username: str) -> int:
 
 def test_relay_only_room_of_ten(clients, coturn, capsys) -> None:
     started = time.monotonic()
-    host = clients("host").open("?room=turn10&role=host&name=Host&relay=1")
-    participants = [clients(f"p{i}").open(f"?room=turn10&role=participant&name=P{i}&relay=1")
+    host = clients("host").open(room="turn10", role="host", name="Host", relay=True)
+    participants = [clients(f"p{i}").open(room="turn10", role="participant", name=f"P{i}", relay=True)
                     for i in range(1, ROOM_SIZE)]
     host.wait_media(ROOM_SIZE - 1, frames=5, timeout=180)
     for p in participants:
@@ -142,8 +138,8 @@ def test_a_refused_allocation_is_seen_by_the_page(clients, tmp_path_factory) -> 
     small = start_coturn(tmp_path_factory, "coturn-small-quota", coturn_user_quota=3 - 1)
     signaling = start_signaling(tmp_path_factory, small)
     try:
-        a = clients("a", signaling.base).open("?autoanswer=1&relay=1&media=0")
-        b = clients("b", signaling.base).open(f"?call={a.id}&relay=1&media=0")
+        a = clients("a", signaling.base).open(autoanswer=True, relay=True, media=False)
+        b = clients("b", signaling.base).open(call=a.id, relay=True, media=False)
         b.wait("webrtcEdge.iceErrors.some(e => e.code === 486)", timeout=60, what="a 486 from coturn")
         assert {e["peerId"] for e in refusals(b)} == {a.id}
         assert "Allocation Quota Reached" in small.log()
@@ -157,8 +153,8 @@ def test_credentials_are_refreshed_before_they_expire(clients, tmp_path_factory,
     credential is set on the peer connection and an ICE restart allocates with it."""
     signaling = start_signaling(tmp_path_factory, coturn, turn_ttl=TTL_FLOOR)
     try:
-        a = clients("a", signaling.base).open("?autoanswer=1&relay=1")
-        b = clients("b", signaling.base).open(f"?call={a.id}&relay=1")
+        a = clients("a", signaling.base).open(autoanswer=True, relay=True)
+        b = clients("b", signaling.base).open(call=a.id, relay=True)
         a.wait_media()
         b.wait_media()
         first = b.js("webrtcEdge.ice")
