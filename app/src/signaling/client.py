@@ -137,8 +137,8 @@ class Peer:
     ``last_seq`` the highest ``seq`` processed, the ``ack`` of a resume or a poll.
     """
 
-    #: Default seconds to wait for a message (``timeout=None``).
-    timeout: ClassVar[float] = 10.0
+    #: Default seconds to wait for a message (``timeout=None``); None: wait as long as it takes.
+    timeout: ClassVar[float | None] = 10.0
 
     def __init__(self, http: HTTP, welcome: Message) -> None:
         self.http = http
@@ -171,7 +171,7 @@ class Peer:
         Raises :class:`SequenceGap`; override to record it instead."""
         raise SequenceGap(last, seq)
 
-    def _timeout(self, timeout: float | None) -> float:
+    def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
 
 
@@ -345,24 +345,28 @@ class PollingPeer(Peer):
                 expected = msg["seq"] + 1
         return msgs
 
+    def _deadline(self, timeout: float | None) -> float:
+        seconds = self._timeout(timeout)
+        return time.monotonic() + (float("inf") if seconds is None else seconds)
+
     async def _next(self, deadline: float, wait: float) -> Message:
         while not self.inbox:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no message")
-            self.inbox.extend(await self.poll(min(wait, max(0, int(left))), ack=self.last_seq))
+            self.inbox.extend(await self.poll(int(min(wait, left)), ack=self.last_seq))
         return self.inbox.popleft()
 
     async def expect(self, kind: str, timeout: float | None = None, wait: float = 5) -> Message:
         """The next message, which must be of type ``kind`` (polls of at most ``wait`` s)."""
-        data = await self._next(time.monotonic() + self._timeout(timeout), wait)
+        data = await self._next(self._deadline(timeout), wait)
         if data.get("type") != kind:
             raise ProtocolError(f"expected {kind!r}, got {data}")
         return data
 
     async def wait_for(self, kind: str, timeout: float | None = None, wait: float = 5) -> Message:
         """The next message of type ``kind``; those before it are dropped."""
-        deadline = time.monotonic() + self._timeout(timeout)
+        deadline = self._deadline(timeout)
         while True:
             data = await self._next(deadline, wait)
             if data.get("type") == kind:
