@@ -243,8 +243,8 @@ class WsPeer(Peer):
         text frame, ``TimeoutError`` when nothing comes within ``timeout``."""
         msg = await self.ws.receive(timeout=self._timeout(timeout))
         if msg.type is not aiohttp.WSMsgType.TEXT:
-            code = msg.data if msg.type is aiohttp.WSMsgType.CLOSE else self.ws.close_code
-            raise Closed(code if isinstance(code, int) else None, f"({msg.type.name} {msg.extra or ''})")
+            code = msg.data if msg.type is aiohttp.WSMsgType.CLOSE else None
+            raise Closed(code, f"({msg.type.name} {msg.extra or ''})")
         data: Message = json.loads(msg.data)
         if not self._seq_known and "seq" in data:
             self._seq_known = True
@@ -312,8 +312,12 @@ class PollingPeer(Peer):
 
     async def post(self, *msgs: Message) -> tuple[int, Any]:
         """POST one message (or several, as an array); the status and the decoded body."""
-        body = msgs[0] if len(msgs) == 1 else list(msgs)
-        async with self.http.post(f"{self.url}/messages", json=body, headers=self.auth) as resp:
+        return await self.post_text(json.dumps(msgs[0] if len(msgs) == 1 else list(msgs)))
+
+    async def post_text(self, body: str) -> tuple[int, Any]:
+        """POST a body already encoded: one message or an array of them."""
+        headers = {**self.auth, "Content-Type": "application/json"}
+        async with self.http.post(f"{self.url}/messages", data=body, headers=headers) as resp:
             text = await resp.text()
             return resp.status, json.loads(text) if text else None
 
