@@ -60,25 +60,6 @@ RETRIED_CODES = {"unavailable", "out-of-order", "rate-limited"}  # errors that m
 Pace = client.Pace  # half the server's bucket (docs/protocol.md, "Sending at a pace")
 
 
-class _Recorded:
-    """The shared client's peers as the driver uses them: a ``seq`` gap is recorded on the
-    driver's peer (``owner``), not raised; no receive timeout."""
-
-    timeout = None
-    owner: Peer
-
-    def seq_gap(self, last: int, seq: int) -> None:
-        self.owner.seq_anomalies.append(f"{self.owner.name}: seq {seq} after {last}")
-
-
-class _WsConn(_Recorded, client.WsPeer):
-    pass
-
-
-class _PollConn(_Recorded, client.PollingPeer):
-    pass
-
-
 @dataclass
 class Outgoing:
     """A message kept until the server confirms its ``cseq``."""
@@ -115,6 +96,10 @@ class Peer:
 
     def __post_init__(self) -> None:
         """Transports add their own state."""
+
+    def seq_gap(self, last: int, seq: int) -> None:
+        """The connection's ``on_gap``: a message lost or delivered twice, recorded."""
+        self.seq_anomalies.append(f"{self.name}: seq {seq} after {last}")
 
     def welcomed(self, welcome: dict) -> None:
         self.welcomes.append(welcome)
@@ -165,7 +150,7 @@ class WsPeer(Peer):
     transport = "websocket"
 
     def __post_init__(self) -> None:
-        self.conn: _WsConn | None = None
+        self.conn: client.WsPeer | None = None
         self.online = asyncio.Event()
         self.closing = False
         self.resyncing = False
@@ -176,7 +161,8 @@ class WsPeer(Peer):
         self.rewind: int | None = None     # a resync while pumping: send again from here
 
     async def connect(self) -> None:
-        conn = await _WsConn.connect(self.load.http, f"{self.load.base}/ws", timeout=30, heartbeat=None)
+        conn = await client.WsPeer.connect(self.load.http, f"{self.load.base}/ws", timeout=30, heartbeat=None)
+        conn.timeout, conn.on_gap = None, self.seq_gap  # reads wait as long as it takes; gaps recorded
         self.welcomed(conn.welcome)
         self.id, self.token = conn.id, conn.token
         self.load.by_id[self.id] = self
@@ -185,12 +171,11 @@ class WsPeer(Peer):
         await asyncio.wait_for(self.joined.wait(), 30)
         self.online.set()
 
-    def _attach(self, conn: _WsConn) -> None:
-        conn.owner = self
+    def _attach(self, conn: client.WsPeer) -> None:
         self.conn = conn
         self.reader = asyncio.create_task(self._read(conn))
 
-    async def _read(self, conn: _WsConn) -> None:
+    async def _read(self, conn: client.WsPeer) -> None:
         while True:
             try:
                 obj = await conn.recv()
@@ -322,15 +307,15 @@ class PollingPeer(Peer):
     transport = "polling"
 
     def __post_init__(self) -> None:
-        self.conn: _PollConn | None = None
+        self.conn: client.PollingPeer | None = None
         self.stop = asyncio.Event()
         self.poller: asyncio.Task | None = None
         self.flushing = asyncio.Lock()
         self.retries = 0
 
     async def connect(self) -> None:
-        self.conn = await _PollConn.create(self.load.http, self.load.base)
-        self.conn.owner = self
+        self.conn = await client.PollingPeer.create(self.load.http, self.load.base)
+        self.conn.on_gap = self.seq_gap
         self.welcomed(self.conn.welcome)
         self.id, self.token = self.conn.id, self.conn.token
         self.load.by_id[self.id] = self

@@ -64,15 +64,10 @@ async def test_expect_refuses_another_type_and_wait_for_skips_it(client):
 
 
 async def test_a_gap_in_seq_raises_or_is_recorded(client):
-    class Recording(WsPeer):
-        gaps: list[tuple[int, int]]
-
-        def seq_gap(self, last: int, seq: int) -> None:
-            self.gaps.append((last, seq))
-
     a = await WsPeer.connect(client)
-    strict, lenient = await WsPeer.connect(client), await Recording.connect(client)
-    lenient.gaps = []
+    strict, lenient = await WsPeer.connect(client), await WsPeer.connect(client)
+    gaps: list[tuple[int, int]] = []
+    lenient.on_gap = lambda last, seq: gaps.append((last, seq))
     for b in (strict, lenient):
         await a.send(type="candidate", to=b.id, data=1)
         await a.send(type="candidate", to=b.id, data=2)
@@ -82,7 +77,10 @@ async def test_a_gap_in_seq_raises_or_is_recorded(client):
         await strict.recv()
     assert (raised.value.last, raised.value.seq) == (0, 2)
     assert (await lenient.recv())["data"] == 2
-    assert (lenient.gaps, lenient.last_seq) == ([(0, 2)], 2)
+    assert (gaps, lenient.last_seq) == ([(0, 2)], 2)
+    lenient.timeout = None
+    again = await lenient.resume()  # keeps on_gap and timeout
+    assert (again.on_gap, again.timeout) == (lenient.on_gap, None)
 
 
 async def test_resume_carries_the_count_and_the_room(client):

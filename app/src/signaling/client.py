@@ -9,8 +9,8 @@ Two peers, one per transport, with the same vocabulary:
 
 Both check the per-session ``seq`` of what the server sends: each message must be the
 previous one plus one (after a resume or a poll with ``ack``: ``ack`` + 1, past what the
-server says it ``lost``). A gap goes to :meth:`Peer.seq_gap`, which raises
-:class:`SequenceGap`; a client that records anomalies instead overrides it.
+server says it ``lost``). A gap raises :class:`SequenceGap`, or goes to ``on_gap`` when a
+client that records anomalies sets it.
 
 The peers take any aiohttp HTTP client: an :class:`aiohttp.ClientSession` (with a
 ``base_url``, or absolute URLs) or the test client of ``aiohttp.test_utils``. They do not
@@ -25,7 +25,8 @@ import asyncio
 import json
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -138,7 +139,9 @@ class Peer:
     """
 
     #: Default seconds to wait for a message (``timeout=None``); None: wait as long as it takes.
-    timeout: ClassVar[float | None] = 10.0
+    timeout: float | None = 10.0
+    #: Called with ``(last, seq)`` on a ``seq`` gap instead of raising :class:`SequenceGap`.
+    on_gap: Callable[[int, int], None] | None = None
 
     def __init__(self, http: HTTP, welcome: Message) -> None:
         self.http = http
@@ -168,8 +171,10 @@ class Peer:
 
     def seq_gap(self, last: int, seq: int) -> None:
         """``seq`` arrived where ``last`` + 1 was due: a message lost or delivered twice.
-        Raises :class:`SequenceGap`; override to record it instead."""
-        raise SequenceGap(last, seq)
+        Raises :class:`SequenceGap`, or calls ``on_gap`` when it is set."""
+        if self.on_gap is None:
+            raise SequenceGap(last, seq)
+        self.on_gap(last, seq)
 
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
@@ -222,8 +227,12 @@ class WsPeer(Peer):
 
     async def resume(self, http: HTTP | None = None, **kwargs: Any) -> Self:
         """A new connection to this session (through ``http``, by default the same), which
-        replays what followed ``last_seq``. The old socket is left as it is."""
-        return await type(self).connect(http if http is not None else self.http, self.resume_url(), **kwargs)
+        replays what followed ``last_seq``, with this one's ``timeout`` and ``on_gap``. The
+        old socket is left as it is."""
+        kwargs.setdefault("timeout", self.timeout)
+        peer = await type(self).connect(http if http is not None else self.http, self.resume_url(), **kwargs)
+        peer.timeout, peer.on_gap = self.timeout, self.on_gap
+        return peer
 
     @property
     def close_code(self) -> int | None:
