@@ -137,6 +137,8 @@ async def _connect_all(flavor: Flavor, endpoint: common.Endpoint, n: int, client
         if client == "raw":
             c = await connect(endpoint.host, endpoint.port, flavor.path(i), on_text=first[i].append,
                               ssl=endpoint.tls, server_name=endpoint.server_name)
+        elif client == "shared":
+            c = await _shared_connect(flavor, endpoint, flavor.path(i), first[i])
         else:
             c = await _aiohttp_connect(endpoint, flavor.path(i), first[i])
         conns.append(c)
@@ -154,7 +156,7 @@ _SESSION = None
 
 
 class _AioConn:
-    __slots__ = ("ws", "on_text", "task")
+    __slots__ = ("ws", "on_text", "task", "peer")
 
 
 async def _aiohttp_connect(endpoint: common.Endpoint, path: str, sink: list[bytes]):
@@ -179,15 +181,54 @@ async def _aiohttp_connect(endpoint: common.Endpoint, path: str, sink: list[byte
     return c
 
 
+# -- the shared-client variant: signaling.client.WsPeer (is a hot loop of our own still needed?) --
+
+async def _shared_connect(flavor: Flavor, endpoint: common.Endpoint, path: str, sink: list[bytes]):
+    """A ``signaling.client.WsPeer`` read by a task: every message goes through the shared
+    client's ``recv()`` (text frame check, JSON decoding, the ``seq`` check). The callbacks
+    take the payload's prefix, so a message is handed on as its type's prefix."""
+    import aiohttp
+
+    from signaling.client import WsPeer
+
+    class Peer(WsPeer):
+        timeout = None  # the loop waits as long as it takes: no timer per message
+
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    c = _AioConn()
+    peer = await Peer.connect(_SESSION, f"{endpoint.base_url}{path}", autoping=True, compress=0, max_msg_size=0,
+                                ssl=endpoint.tls or False, headers={"Host": endpoint.host_header},
+                                server_hostname=endpoint.server_name if endpoint.tls else None)
+    c.ws = peer.ws
+    sink.append(json.dumps(peer.welcome).encode())
+    c.on_text = sink.append
+    prefixes = {"offer": flavor.offer_prefix, "answer": flavor.answer_prefix}
+
+    async def reader() -> None:
+        recv = peer.recv
+        while True:
+            msg = await recv(None)
+            c.on_text(prefixes.get(msg["type"]) or json.dumps(msg).encode())
+
+    c.task = asyncio.create_task(reader())
+    c.peer = peer
+    return c
+
+
 def _wire(conn, client: str, frame_payload: bytes):
     """A function that sends ``frame_payload`` on ``conn``, as cheaply as the client allows."""
     if client == "raw":
         frame = client_frame(frame_payload)  # masked once, sent as is every time
         write = conn.transport.write
         return lambda: write(frame)
-    ws = conn.ws
     text = frame_payload.decode()
     loop = asyncio.get_running_loop()
+    if client == "shared":
+        send_text = conn.peer.send_text
+        return lambda: loop.create_task(send_text(text))
+    ws = conn.ws
     return lambda: loop.create_task(ws.send_str(text))
 
 
@@ -259,12 +300,16 @@ async def load(flavor: Flavor, endpoint: common.Endpoint, pairs: int, size: int,
             await asyncio.sleep(0.01)
     finally:
         gc.enable()
+    global _SESSION
     for c in conns:
         if client == "raw":
             c.close()
         else:
             await c.ws.close()
             c.task.cancel()
+    if _SESSION is not None:  # bound to this round's loop
+        await _SESSION.close()
+        _SESSION = None
     await asyncio.sleep(0.2)
     elapsed = t_end - t_start
     rtts = run.rtts
@@ -337,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per server, alternating")
     ap.add_argument("--servers", default="signaling,peerjs")
-    ap.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
-                    help="load generator: bench/wsclient.py (default) or aiohttp's client")
+    ap.add_argument("--client", choices=("raw", "aiohttp", "shared"), default="raw",
+                    help="load generator: bench/wsclient.py (default), aiohttp's client, or signaling.client")
     ap.add_argument("--out", default=str(common.RESULTS / "relay.json"))
     args = ap.parse_args(argv)
 

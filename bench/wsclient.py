@@ -9,7 +9,10 @@ one core drives well over 100k frames/s this way (``bench/relay.py
 --client-check`` compares it with aiohttp's client).
 
 Only what the benchmarks need: text frames out, text/ping/close in, no
-fragmentation, no extensions.
+fragmentation, no extensions. Everything else speaks the protocol through the
+app's reference client, ``signaling.client``; that one costs the generator about
+twice the CPU per relayed message (bench/README.md, "Why the load generator is
+not the shared client"), which is why this hot loop stays separate.
 """
 
 from __future__ import annotations

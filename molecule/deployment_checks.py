@@ -65,6 +65,8 @@ from testinfra_helpers import (
     run_credentials_dir,
 )
 
+from signaling import client
+
 __all__ = [
     # fixtures
     "proxy_host", "proxy_kind", "site", "app_host", "app_ports", "redis_host",
@@ -656,79 +658,37 @@ def test_oversize_upload_refused_by_proxy(site, app_host):
 # Signaling through the proxy
 # ---------------------------------------------------------------------------
 
-class WsPeer:
-    """A signaling peer over ``wss://<site>/ws``."""
+class WsPeer(client.WsPeer):
+    """A signaling peer over ``wss://<site>/ws``: the app's reference client, where
+    ``expect`` skips other messages and a ``seq`` gap is not judged (checks that need
+    either read ``ws`` themselves)."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, welcome: dict) -> None:
-        self.ws = ws
-        self.welcome = welcome
-        self.id = welcome["id"]
-        self.token = welcome["token"]
-        self.seq = 0
+    timeout = 15
 
     @classmethod
     async def connect(cls, session: aiohttp.ClientSession, query: str = "") -> WsPeer:
         # ws_connect returns only after a 101 with a valid Sec-WebSocket-Accept.
-        ws = await session.ws_connect(f"/ws{query}", heartbeat=None)
-        welcome = await ws.receive_json(timeout=10)
-        assert welcome["type"] == "welcome", welcome
-        return cls(ws, welcome)
+        return await super().connect(session, f"/ws{query}", timeout=10, heartbeat=None)
 
-    async def send(self, **message) -> None:
-        await self.ws.send_json(message)
+    def seq_gap(self, last: int, seq: int) -> None:
+        """Not judged here."""
 
-    async def expect(self, kind: str, timeout: float = 15) -> dict:
+    async def expect(self, kind: str, timeout: float | None = None) -> dict:
         """The next message of type ``kind`` (others are skipped)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await self.ws.receive()
-                assert msg.type == aiohttp.WSMsgType.TEXT, f"{msg.type}: {msg.data!r}"
-                data = json.loads(msg.data)
-                self.seq = max(self.seq, data.get("seq", 0))
-                if data["type"] == kind:
-                    return data
+        return await self.wait_for(kind, timeout)
 
 
-class PollingPeer:
-    """A signaling peer over HTTP long-polling under ``/api/sessions``."""
+class PollingPeer(client.PollingPeer):
+    """A signaling peer over HTTP long-polling under ``/api/sessions``: the app's reference
+    client, where ``expect`` skips other messages (polls of 5 s with ``ack``)."""
 
-    def __init__(self, session: aiohttp.ClientSession, created: dict) -> None:
-        self.session = session
-        self.id = created["id"]
-        self.auth = {"Authorization": f"Bearer {created['token']}"}
-        self.seq = 0
-        self.inbox: list[dict] = []
+    timeout = 15
 
-    @classmethod
-    async def create(cls, session: aiohttp.ClientSession) -> PollingPeer:
-        async with session.post("/api/sessions") as resp:
-            assert resp.status == 201, await resp.text()
-            return cls(session, await resp.json())
+    def seq_gap(self, last: int, seq: int) -> None:
+        """Not judged here."""
 
-    async def send(self, **message) -> None:
-        async with self.session.post(f"/api/sessions/{self.id}/messages",
-                                     json=message, headers=self.auth) as resp:
-            assert resp.status == 202, await resp.text()
-
-    async def expect(self, kind: str, timeout: float = 15) -> dict:
-        async with asyncio.timeout(timeout):
-            while True:
-                while self.inbox:
-                    data = self.inbox.pop(0)
-                    if data["type"] == kind:
-                        return data
-                async with self.session.get(f"/api/sessions/{self.id}/messages",
-                                            params={"wait": "5", "ack": str(self.seq)},
-                                            headers=self.auth) as resp:
-                    assert resp.status == 200, await resp.text()
-                    batch = await resp.json()
-                for data in batch:
-                    self.seq = max(self.seq, data.get("seq", 0))
-                self.inbox.extend(batch)
-
-    async def close(self) -> None:
-        async with self.session.delete(f"/api/sessions/{self.id}", headers=self.auth):
-            pass
+    async def expect(self, kind: str, timeout: float | None = None) -> dict:
+        return await self.wait_for(kind, timeout)
 
 
 async def _exchange(a, b) -> None:
@@ -831,7 +791,7 @@ def test_instance_failover(site):
                 assert not stopped.host.service(stopped.unit).is_running
 
                 # Resume through the proxy: another instance takes the session.
-                resumed = await WsPeer.connect(session, f"?resume={peer.token}&ack={peer.seq}")
+                resumed = await WsPeer.connect(session, f"?resume={peer.token}&ack={peer.last_seq}")
                 w = resumed.welcome
                 assert (w["resumed"], w["id"], w["room"], w["role"]) == (True, peer.id, room, "host")
                 # The room is live: a newcomer finds the host and signals it.

@@ -46,6 +46,8 @@ from typing import Any
 
 import aiohttp
 
+from signaling import client
+
 POLL_WAIT = 10          # seconds a long poll hangs
 RETRY_DELAY = 0.3       # before a failed HTTP request or connection attempt goes again
 RESYNC_DELAY = 0.2      # after an error that refused a message, before the ping that resyncs
@@ -55,28 +57,7 @@ CONNECT_AT_ONCE = 50    # peers connecting concurrently at the start
 RETRIED_CODES = {"unavailable", "out-of-order", "rate-limited"}  # errors that mean: not handled, resend
 
 
-class Pace:
-    """A token bucket of our own: ``size`` messages at once, then ``rate`` per second. Half
-    the server's bucket (docs/protocol.md, "Sending at a pace"), so nothing we send is dropped."""
-
-    def __init__(self, limit: dict | None = None) -> None:
-        limit = limit or {"rate": 50, "burst": 100}  # the server's defaults, for an older server
-        self.rate = 0.9 * float(limit["rate"])  # room for pings and acks, which count too
-        self.size = max(1.0, limit["burst"] / 2)
-        self.tokens = self.size
-        self.at = time.monotonic()
-
-    async def take(self, n: int = 1) -> None:
-        """Wait until ``n`` messages (at most ``size``) may go."""
-        n = min(n, self.size)
-        while True:
-            now = time.monotonic()
-            self.tokens = min(self.size, self.tokens + (now - self.at) * self.rate)
-            self.at = now
-            if self.tokens >= n:
-                self.tokens -= n
-                return
-            await asyncio.sleep((n - self.tokens) / self.rate)
+Pace = client.Pace  # half the server's bucket (docs/protocol.md, "Sending at a pace")
 
 
 @dataclass
@@ -106,7 +87,6 @@ class Peer:
     kept: collections.deque[Outgoing] = field(default_factory=collections.deque)
     sent: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))  # per receiver
     arrivals: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: collections.defaultdict(list))
-    last_seq: int = 0
     seq_anomalies: list[str] = field(default_factory=list)
     errors: collections.Counter = field(default_factory=collections.Counter)
     welcomes: list[dict] = field(default_factory=list)
@@ -116,6 +96,10 @@ class Peer:
 
     def __post_init__(self) -> None:
         """Transports add their own state."""
+
+    def seq_gap(self, last: int, seq: int) -> None:
+        """The connection's ``on_gap``: a message lost or delivered twice, recorded."""
+        self.seq_anomalies.append(f"{self.name}: seq {seq} after {last}")
 
     def welcomed(self, welcome: dict) -> None:
         self.welcomes.append(welcome)
@@ -144,11 +128,7 @@ class Peer:
     # -- incoming ------------------------------------------------------------------
 
     def handle(self, msg: dict) -> None:
-        seq = msg.get("seq")
-        if seq is not None:
-            if seq != self.last_seq + 1:
-                self.seq_anomalies.append(f"{self.name}: seq {seq} after {self.last_seq}")
-            self.last_seq = max(self.last_seq, seq)
+        """Record one server message (its ``seq`` was checked by the connection)."""
         kind = msg.get("type")
         if kind == "candidate":
             data = msg["data"]
@@ -170,7 +150,7 @@ class WsPeer(Peer):
     transport = "websocket"
 
     def __post_init__(self) -> None:
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.conn: client.WsPeer | None = None
         self.online = asyncio.Event()
         self.closing = False
         self.resyncing = False
@@ -181,39 +161,37 @@ class WsPeer(Peer):
         self.rewind: int | None = None     # a resync while pumping: send again from here
 
     async def connect(self) -> None:
-        ws = await self.load.http.ws_connect(f"{self.load.base}/ws", heartbeat=None)
-        welcome = await ws.receive_json(timeout=30)
-        assert welcome.get("type") == "welcome", welcome
-        self.welcomed(welcome)
-        self.id, self.token = welcome["id"], welcome["token"]
+        conn = await client.WsPeer.connect(self.load.http, f"{self.load.base}/ws", timeout=30, heartbeat=None)
+        conn.timeout, conn.on_gap = None, self.seq_gap  # reads wait as long as it takes; gaps recorded
+        self.welcomed(conn.welcome)
+        self.id, self.token = conn.id, conn.token
         self.load.by_id[self.id] = self
-        self._attach(ws)
-        await ws.send_json({"type": "join", "room": self.room, "role": self.role, "name": self.name})
+        self._attach(conn)
+        await conn.send(type="join", room=self.room, role=self.role, name=self.name)
         await asyncio.wait_for(self.joined.wait(), 30)
         self.online.set()
 
-    def _attach(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.reader = asyncio.create_task(self._read(ws))
+    def _attach(self, conn: client.WsPeer) -> None:
+        self.conn = conn
+        self.reader = asyncio.create_task(self._read(conn))
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, conn: client.WsPeer) -> None:
         while True:
-            msg = await ws.receive()
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                obj = json.loads(msg.data)
-                self.handle(obj)
-                if obj.get("type") == "error" and obj.get("code") in RETRIED_CODES:
-                    self._resync_soon()
-                elif obj.get("type") == "pong" and obj.get("ref") == "resync":
-                    self._spawn(self._pump())
-                elif obj.get("type") == "pong" and self.kept and time.monotonic() - self.kept[0].sent_at > STUCK_AFTER:
-                    self._resync_soon()
-                continue
-            if self.closing:
-                return
-            self.online.clear()
-            self._spawn(self._resume(time.monotonic()))
+            try:
+                obj = await conn.recv()
+            except client.Closed:
+                break
+            self.handle(obj)
+            if obj.get("type") == "error" and obj.get("code") in RETRIED_CODES:
+                self._resync_soon()
+            elif obj.get("type") == "pong" and obj.get("ref") == "resync":
+                self._spawn(self._pump())
+            elif obj.get("type") == "pong" and self.kept and time.monotonic() - self.kept[0].sent_at > STUCK_AFTER:
+                self._resync_soon()
+        if self.closing:
             return
+        self.online.clear()
+        self._spawn(self._resume(time.monotonic()))
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         """Run ``coro`` on its own; the loop keeps only weak references to tasks."""
@@ -242,7 +220,7 @@ class WsPeer(Peer):
 
     async def _send_raw(self, text: str) -> bool:
         try:
-            await self.ws.send_str(text)
+            await self.conn.send_text(text)
             return True
         except (aiohttp.ClientError, ConnectionError, RuntimeError):
             return False  # the reader sees the close and resumes
@@ -277,24 +255,21 @@ class WsPeer(Peer):
     async def _resume(self, closed_at: float) -> None:
         while not self.closing:
             try:
-                ws = await self.load.http.ws_connect(
-                    f"{self.load.base}/ws?resume={self.token}&ack={self.last_seq}", heartbeat=None)
-                welcome = await ws.receive_json(timeout=10)
-            except (TimeoutError, aiohttp.ClientError, OSError, TypeError, ValueError):
-                await asyncio.sleep(RETRY_DELAY)
-                continue
-            if welcome.get("code") == "unavailable":  # the backend failed (1013): again
-                await ws.close()
-                await asyncio.sleep(RETRY_DELAY)
-                continue
-            if welcome.get("type") != "welcome":  # refused: problems() reports it
-                self.welcomes.append(welcome)
-                await ws.close()
+                conn = await self.conn.resume(timeout=10, heartbeat=None)
+            except client.Refused as refused:
+                if not isinstance(refused.message, dict) or refused.message.get("code") == "unavailable":
+                    await asyncio.sleep(RETRY_DELAY)  # closed before a welcome, or the backend failed (1013)
+                    continue
+                self.welcomes.append(refused.message)  # refused: problems() reports it
                 return
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            welcome = conn.welcome
             self.welcomed(welcome)
             self.outages.append(time.monotonic() - closed_at)
             self.confirm(welcome.get("received", 0))
-            self._attach(ws)
+            self._attach(conn)
             self.online.set()
             await self._pump()
             return
@@ -320,8 +295,8 @@ class WsPeer(Peer):
 
     async def close(self) -> None:
         self.closing = True
-        if self.ws is not None:
-            await self.ws.close(code=1000)
+        if self.conn is not None:
+            await self.conn.close(code=1000)
         if self.reader is not None:
             await asyncio.gather(self.reader, return_exceptions=True)
 
@@ -332,21 +307,17 @@ class PollingPeer(Peer):
     transport = "polling"
 
     def __post_init__(self) -> None:
+        self.conn: client.PollingPeer | None = None
         self.stop = asyncio.Event()
         self.poller: asyncio.Task | None = None
         self.flushing = asyncio.Lock()
         self.retries = 0
 
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
     async def connect(self) -> None:
-        async with self.load.http.post(f"{self.load.base}/api/sessions") as resp:
-            assert resp.status == 201, await resp.text()
-            welcome = await resp.json()
-        self.welcomed(welcome)
-        self.id, self.token = welcome["id"], welcome["token"]
+        self.conn = await client.PollingPeer.create(self.load.http, self.load.base)
+        self.conn.on_gap = self.seq_gap
+        self.welcomed(self.conn.welcome)
+        self.id, self.token = self.conn.id, self.conn.token
         self.load.by_id[self.id] = self
         self.poller = asyncio.create_task(self._poll())
         self.cseq += 1
@@ -357,18 +328,16 @@ class PollingPeer(Peer):
         await asyncio.wait_for(self.joined.wait(), 30)
 
     async def _poll(self) -> None:
-        url = f"{self.load.base}/api/sessions/{self.id}/messages"
+        conn = self.conn
         while not self.stop.is_set():
             try:
-                async with self.load.http.get(url, params={"wait": POLL_WAIT, "ack": self.last_seq},
-                                              headers=self.auth) as resp:
-                    if resp.status != 200:
-                        raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
-                    if int(resp.headers.get("Signaling-Lost", 0)):
-                        self.seq_anomalies.append(f"{self.name}: Signaling-Lost {resp.headers['Signaling-Lost']}")
-                    for msg in await resp.json():
-                        self.handle(msg)
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+                lost = conn.lost
+                msgs = await conn.poll(POLL_WAIT, ack=conn.last_seq)
+                if conn.lost > lost:
+                    self.seq_anomalies.append(f"{self.name}: Signaling-Lost {conn.lost - lost}")
+                for msg in msgs:
+                    self.handle(msg)
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, client.HTTPStatusError):
                 self.retries += 1
                 await asyncio.sleep(RETRY_DELAY)
 
@@ -385,16 +354,13 @@ class PollingPeer(Peer):
                 if not first_try:
                     self.resends += len(batch)
                 try:
-                    async with self.load.http.post(
-                            f"{self.load.base}/api/sessions/{self.id}/messages",
-                            data="[" + ",".join(out.text for out in batch) + "]",
-                            headers={**self.auth, "Content-Type": "application/json"}) as resp:
-                        if resp.status == 202:
-                            self.confirm((await resp.json())["received"])
-                            if self.kept and self.kept[0].cseq <= batch[-1].cseq:
-                                await asyncio.sleep(RESYNC_DELAY)  # some were refused (rate): after a moment
-                            continue
-                        self.errors[f"http-{resp.status}"] += 1
+                    status, answer = await self.conn.post_text("[" + ",".join(out.text for out in batch) + "]")
+                    if status == 202:
+                        self.confirm(answer["received"])
+                        if self.kept and self.kept[0].cseq <= batch[-1].cseq:
+                            await asyncio.sleep(RESYNC_DELAY)  # some were refused (rate): after a moment
+                        continue
+                    self.errors[f"http-{status}"] += 1
                 except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
                     self.errors["http-failed"] += 1
                 self.retries += 1
@@ -412,9 +378,10 @@ class PollingPeer(Peer):
         if self.poller is not None:
             self.poller.cancel()
             await asyncio.gather(self.poller, return_exceptions=True)
+        if self.conn is None:
+            return
         try:
-            async with self.load.http.delete(f"{self.load.base}/api/sessions/{self.id}", headers=self.auth):
-                pass
+            await self.conn.close()
         except (aiohttp.ClientError, OSError):
             pass
 

@@ -1,10 +1,9 @@
-"""Fixtures: a fresh app per test from the factory, and small protocol clients."""
+"""Fixtures: a fresh app per test from the factory, and the protocol clients (signaling.client)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import os
 import shutil
 import socket
@@ -17,48 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from signaling import config
 from signaling.app import create_app
+from signaling.client import PollingPeer, WsPeer
 
 
-class Peer:
-    """A WebSocket signaling peer that remembers what it received."""
+class Peer(WsPeer):
+    """The reference WebSocket peer, with the tests' short timeout and ``nothing()``."""
 
-    def __init__(self, client: TestClient, ws: aiohttp.ClientWebSocketResponse, welcome: dict[str, Any]) -> None:
-        self.client = client
-        self.ws = ws
-        self.welcome = welcome
-        self.id: str = welcome["id"]
-        self.token: str = welcome["token"]
-        self.last_seq = 0
-
-    async def send(self, **msg: Any) -> None:
-        await self.ws.send_str(json.dumps(msg))
-
-    async def recv(self, timeout: float = 3.0) -> dict[str, Any]:
-        msg = await self.ws.receive(timeout=timeout)
-        assert msg.type is aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg.type} {msg.data!r}"
-        data = json.loads(msg.data)
-        if "seq" in data:
-            assert data["seq"] == self.last_seq + 1, f"sequence gap: {self.last_seq} -> {data['seq']}"
-            self.last_seq = data["seq"]
-        return data
-
-    async def expect(self, kind: str, timeout: float = 3.0) -> dict[str, Any]:
-        data = await self.recv(timeout)
-        assert data["type"] == kind, f"expected {kind!r}, got {data}"
-        return data
-
-    async def request(self, kind: str, reply: str, **fields: Any) -> dict[str, Any]:
-        await self.send(type=kind, **fields)
-        return await self.expect(reply)
-
-    async def join(self, room: str, role: str, name: str = "", **extra: Any) -> dict[str, Any]:
-        return await self.request("join", "joined", room=room, role=role, name=name or role, **extra)
+    timeout = 3.0
 
     async def nothing(self, timeout: float = 0.2) -> None:
         """Assert no frame arrives within ``timeout``."""
@@ -67,37 +36,20 @@ class Peer:
             pytest.fail(f"unexpected frame {msg.data!r}")
 
 
-class Poller:
-    """An HTTP long-polling peer."""
+class Poller(PollingPeer):
+    """The reference long-polling peer; ``send`` checks the status it is told."""
 
-    def __init__(self, client: TestClient, info: dict[str, Any]) -> None:
-        self.client = client
-        self.id: str = info["id"]
-        self.token: str = info["token"]
-        self.info = info
+    timeout = 3.0
 
     @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+    def info(self) -> dict[str, Any]:
+        """The ``201`` answer that created the session."""
+        return self.welcome
 
     async def send(self, *msgs: dict[str, Any], status: int = 202) -> Any:
-        body = msgs[0] if len(msgs) == 1 else list(msgs)
-        resp = await self.client.post(f"/api/sessions/{self.id}/messages", json=body, headers=self.auth)
-        assert resp.status == status, await resp.text()
-        return await resp.json()
-
-    async def poll(self, wait: int = 2, ack: int | None = None) -> list[dict[str, Any]]:
-        params = {"wait": str(wait)}
-        if ack is not None:
-            params["ack"] = str(ack)
-        resp = await self.client.get(f"/api/sessions/{self.id}/messages", params=params, headers=self.auth)
-        assert resp.status == 200, await resp.text()
-        return await resp.json()
-
-    async def expect(self, kind: str, wait: int = 3) -> dict[str, Any]:
-        msgs = await self.poll(wait)
-        assert msgs and msgs[0]["type"] == kind, f"expected {kind!r}, got {msgs}"
-        return msgs[0]
+        got, body = await self.post(*msgs)
+        assert got == status, body
+        return body
 
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -238,11 +190,7 @@ async def client(make_client: ClientFactory) -> TestClient:
 @pytest.fixture
 def connect() -> Callable[..., Awaitable[Peer]]:
     async def factory(client: TestClient, path: str = "/ws", **kw: Any) -> Peer:
-        ws = await client.ws_connect(path, **kw)
-        msg = await ws.receive(timeout=3)
-        welcome = json.loads(msg.data)
-        assert welcome["type"] == "welcome", welcome
-        return Peer(client, ws, welcome)
+        return await Peer.connect(client, path, **kw)
 
     return factory
 
@@ -250,9 +198,7 @@ def connect() -> Callable[..., Awaitable[Peer]]:
 @pytest.fixture
 def open_poller() -> Callable[[TestClient], Awaitable[Poller]]:
     async def factory(client: TestClient) -> Poller:
-        resp = await client.post("/api/sessions")
-        assert resp.status == 201
-        return Poller(client, await resp.json())
+        return await Poller.create(client)
 
     return factory
 

@@ -37,14 +37,14 @@ class AlternatingPoller(PollingPeer):
         super().__init__(next(iter(instances.values())), created)
 
     @property
-    def session(self) -> aiohttp.ClientSession:
+    def http(self) -> aiohttp.ClientSession:
         """The session of the next request (PollingPeer reads it once per request)."""
         instance, session = next(self._turn)
         self.visited.append(instance)
         return session
 
-    @session.setter
-    def session(self, _value: aiohttp.ClientSession) -> None:
+    @http.setter
+    def http(self, _value: aiohttp.ClientSession) -> None:
         """PollingPeer's constructor sets one session; the cycle replaces it."""
 
     @classmethod
@@ -56,7 +56,7 @@ class AlternatingPoller(PollingPeer):
 
 async def resume(session: aiohttp.ClientSession, peer: WsPeer) -> WsPeer:
     """Reconnect ``peer``'s session through ``session``; the welcome must say resumed."""
-    resumed = await WsPeer.connect(session, f"?resume={peer.token}&ack={peer.seq}")
+    resumed = await WsPeer.connect(session, f"?resume={peer.token}&ack={peer.last_seq}")
     assert resumed.welcome.get("resumed") is True, resumed.welcome
     assert resumed.id == peer.id
     return resumed

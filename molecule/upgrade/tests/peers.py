@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from signaling import client
+
 TICK = 0.4  # seconds between a peer's messages: the polling peer stays under the proxy's 10 API requests/s
 RESUME_ATTEMPTS = 300  # about 30 s of retries while the proxy finds a live instance
 POLL_WAIT = 5  # seconds a long poll hangs; short, so stopping is quick
@@ -112,7 +114,6 @@ class Peer:
     id: str = ""
     token: str = ""
     targets: dict[str, str] = field(default_factory=dict)  # name -> id of the peers it signals
-    last_seq: int = 0
     welcomes: list[dict] = field(default_factory=list)  # every welcome, the first and the resumed ones
     anomalies: list[str] = field(default_factory=list)
     server_errors: list[dict] = field(default_factory=list)
@@ -122,13 +123,12 @@ class Peer:
     received: dict[str, list[Arrival]] = field(default_factory=lambda: defaultdict(list))
     joined: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def _seq_gap(self, last: int, seq: int) -> None:
+        """The connection's ``on_gap``: a message the server lost or delivered twice."""
+        self.anomalies.append(f"{self.name}: seq {seq} after {last}")
+
     def _handle(self, msg: dict, names: dict[str, str]) -> None:
-        """Record one server message (after welcome)."""
-        seq = msg.get("seq")
-        if seq is not None:
-            if seq != self.last_seq + 1:
-                self.anomalies.append(f"{self.name}: seq {seq} after {self.last_seq}")
-            self.last_seq = max(self.last_seq, seq)
+        """Record one server message (after welcome; its ``seq`` was checked by the connection)."""
         kind = msg.get("type")
         if kind == "joined":
             self.joined.set()
@@ -157,7 +157,7 @@ class WsPeer(Peer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.transport = "websocket"
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._conn: client.WsPeer | None = None
         self._barrier = 0
         self._resyncs = 0
         self._unconfirmed: list[tuple[int, list[tuple[str, int, str]]]] = []  # (ping id, frames before it)
@@ -173,44 +173,42 @@ class WsPeer(Peer):
         return sum(len(frames) for _, frames in self._unconfirmed)
 
     async def connect(self, http: aiohttp.ClientSession, base: str, names: dict[str, str]) -> None:
-        self._http, self._base, self._names = http, base, names
-        ws = await http.ws_connect(f"{base}/ws")
-        welcome = await ws.receive_json()
-        assert welcome["type"] == "welcome", welcome
-        self.welcomes.append(welcome)
-        self.id, self.token = welcome["id"], welcome["token"]
+        self._names = names
+        conn = await client.WsPeer.connect(http, f"{base}/ws")
+        conn.timeout, conn.on_gap = None, self._seq_gap  # reads wait as long as it takes; gaps recorded
+        self.welcomes.append(conn.welcome)
+        self.id, self.token = conn.id, conn.token
         names[self.id] = self.name
-        self._attach(ws)
-        await ws.send_json({"type": "join", "room": self.room, "role": self.role, "name": self.name})
+        self._attach(conn)
+        await conn.send(type="join", room=self.room, role=self.role, name=self.name)
         await self.joined.wait()
         self._online.set()
 
-    def _attach(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._ws = ws
-        self._reader = asyncio.create_task(self._read(ws), name=f"read-{self.name}")
+    def _attach(self, conn: client.WsPeer) -> None:
+        self._conn = conn
+        self._reader = asyncio.create_task(self._read(conn), name=f"read-{self.name}")
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, conn: client.WsPeer) -> None:
         while True:
-            msg = await ws.receive()
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                obj = json.loads(msg.data)
-                if obj.get("type") == "pong" and "ref" in obj:
-                    self._confirm(obj["ref"])
-                self._handle(obj, self._names)
-                continue
-            if self._closing:
-                return
-            code = msg.data if msg.type is aiohttp.WSMsgType.CLOSE else None
-            self.outages.append(Outage(code, time.monotonic()))
-            self._online.clear()
-            for waiter in self._pongs.values():  # a resume waiting on this socket gives up
-                if not waiter.done():
-                    waiter.set_exception(ConnectionResetError("connection lost"))
-            self._pongs.clear()
-            resume = asyncio.create_task(self._resume(), name=f"resume-{self.name}")
-            self._resumes.add(resume)
-            resume.add_done_callback(self._resumes.discard)
+            try:
+                obj = await conn.recv()
+            except client.Closed as closed:
+                code = closed.code  # the server's close code, None for a dropped connection
+                break
+            if obj.get("type") == "pong" and "ref" in obj:
+                self._confirm(obj["ref"])
+            self._handle(obj, self._names)
+        if self._closing:
             return
+        self.outages.append(Outage(code, time.monotonic()))
+        self._online.clear()
+        for waiter in self._pongs.values():  # a resume waiting on this socket gives up
+            if not waiter.done():
+                waiter.set_exception(ConnectionResetError("connection lost"))
+        self._pongs.clear()
+        resume = asyncio.create_task(self._resume(), name=f"resume-{self.name}")
+        self._resumes.add(resume)
+        resume.add_done_callback(self._resumes.discard)
 
     def _confirm(self, ref: int | str) -> None:
         if isinstance(ref, int):  # a tick's ping: the server took everything sent before it
@@ -225,8 +223,8 @@ class WsPeer(Peer):
         self._barrier += 1
         self._unconfirmed.append((self._barrier, frames))
         for _, _, text in frames:
-            await self._ws.send_str(text)
-        await self._ws.send_json({"type": "ping", "id": self._barrier})
+            await self._conn.send_text(text)
+        await self._conn.send(type="ping", id=self._barrier)
 
     async def _replayed(self) -> None:
         """Return once the server has replayed everything queued before now.
@@ -238,27 +236,25 @@ class WsPeer(Peer):
         self._resyncs += 1
         ref = f"resync-{self._resyncs}"
         waiter = self._pongs[ref] = asyncio.get_running_loop().create_future()
-        await self._ws.send_json({"type": "ping", "id": ref})
+        await self._conn.send(type="ping", id=ref)
         await asyncio.wait_for(waiter, 10)
 
     async def _resume(self) -> None:
         for _ in range(RESUME_ATTEMPTS):
             try:
-                ws = await self._http.ws_connect(f"{self._base}/ws?resume={self.token}&ack={self.last_seq}")
-            except (aiohttp.ClientError, OSError):
-                await asyncio.sleep(0.1)
-                continue
-            try:
-                welcome = await ws.receive_json()
-            except (TypeError, ValueError, aiohttp.ClientError):  # closed before its welcome
-                await asyncio.sleep(0.1)
-                continue
-            self.welcomes.append(welcome)
-            if welcome.get("type") != "welcome":  # refused: the checks report it
-                await ws.close()
+                conn = await self._conn.resume()
+            except client.Refused as refused:
+                if not isinstance(refused.message, dict):  # closed before its welcome
+                    await asyncio.sleep(0.1)
+                    continue
+                self.welcomes.append(refused.message)  # refused: the checks report it
                 return
+            except (aiohttp.ClientError, OSError, ValueError):
+                await asyncio.sleep(0.1)
+                continue
+            self.welcomes.append(conn.welcome)
             self.outages[-1].resumed_at = time.monotonic()
-            self._attach(ws)
+            self._attach(conn)
             async with self._send_lock:
                 try:
                     await self._replayed()
@@ -288,8 +284,8 @@ class WsPeer(Peer):
 
     async def close(self) -> None:
         self._closing = True
-        if self._ws is not None:
-            await self._ws.close(code=1000)
+        if self._conn is not None:
+            await self._conn.close(code=1000)
         if self._reader is not None:
             await self._reader
 
@@ -300,6 +296,7 @@ class PollingPeer(Peer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.transport = "polling"
+        self._conn: client.PollingPeer | None = None
         self._unsent: list[tuple[str, int, str]] = []
         self._stop = asyncio.Event()
         self.retries = 0  # failed requests sent again
@@ -308,16 +305,12 @@ class PollingPeer(Peer):
     def unconfirmed(self) -> int:
         return len(self._unsent)
 
-    def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
     async def connect(self, http: aiohttp.ClientSession, base: str, names: dict[str, str]) -> None:
-        self._http, self._base, self._names = http, base, names
-        async with http.post(f"{base}/api/sessions") as resp:
-            assert resp.status == 201, await resp.text()
-            welcome = await resp.json()
-        self.welcomes.append(welcome)
-        self.id, self.token = welcome["id"], welcome["token"]
+        self._names = names
+        self._conn = await client.PollingPeer.create(http, base)
+        self._conn.on_gap = self._seq_gap
+        self.welcomes.append(self._conn.welcome)
+        self.id, self.token = self._conn.id, self._conn.token
         names[self.id] = self.name
         self._poller = asyncio.create_task(self._poll(), name=f"poll-{self.name}")
         join = {"type": "join", "room": self.room, "role": self.role, "name": self.name}
@@ -326,31 +319,27 @@ class PollingPeer(Peer):
         await self.joined.wait()
 
     async def _poll(self) -> None:
-        url = f"{self._base}/api/sessions/{self.id}/messages"
+        conn = self._conn
         while not self._stop.is_set():
             try:
-                async with self._http.get(url, params={"wait": POLL_WAIT, "ack": self.last_seq},
-                                          headers=self._auth()) as resp:
-                    if resp.status != 200:
-                        raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
-                    if int(resp.headers.get("Signaling-Lost", 0)):
-                        self.anomalies.append(f"{self.name}: Signaling-Lost {resp.headers['Signaling-Lost']}")
-                    for msg in await resp.json():
-                        self._handle(msg, self._names)
-            except (aiohttp.ClientError, OSError):
+                lost = conn.lost
+                msgs = await conn.poll(POLL_WAIT, ack=conn.last_seq)
+                if conn.lost > lost:
+                    self.anomalies.append(f"{self.name}: Signaling-Lost {conn.lost - lost}")
+                for msg in msgs:
+                    self._handle(msg, self._names)
+            except (aiohttp.ClientError, OSError, client.HTTPStatusError):
                 self.retries += 1
                 await asyncio.sleep(RETRY_DELAY)
 
     async def _flush(self) -> None:
         """POST everything not yet taken, until a 202 says it was."""
         while self._unsent:
-            batch = [json.loads(text) for _, _, text in self._unsent]
             try:
-                async with self._http.post(f"{self._base}/api/sessions/{self.id}/messages",
-                                           json=batch, headers=self._auth()) as resp:
-                    if resp.status == 202:
-                        self._unsent.clear()
-                        return
+                status, _ = await self._conn.post_text("[" + ",".join(text for _, _, text in self._unsent) + "]")
+                if status == 202:
+                    self._unsent.clear()
+                    return
             except (aiohttp.ClientError, OSError):
                 pass
             self.retries += 1
@@ -366,8 +355,7 @@ class PollingPeer(Peer):
     async def close(self) -> None:
         self._stop.set()
         await self._poller
-        async with self._http.delete(f"{self._base}/api/sessions/{self.id}", headers=self._auth()):
-            pass
+        await self._conn.close()
 
 
 class Room:
