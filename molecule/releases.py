@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 
 from packaging.version import Version
+from testinfra_helpers import playbook_failure
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
@@ -62,4 +63,4 @@ async def run_playbook(playbook: str, log: Path, *extra: str) -> None:
     )
     out, _ = await proc.communicate()
     await asyncio.to_thread(log.write_bytes, out)
-    assert proc.returncode == 0, f"{' '.join(argv)} failed (log: {log}):\n" + out.decode()[-4000:]
+    assert proc.returncode == 0, f"(whole output: {log})\n" + playbook_failure(argv, out.decode(errors="replace"))

@@ -16,8 +16,28 @@ mkdir -p "$(dirname "$log")"
 
 # Wide lines: Molecule's console wraps at $COLUMNS (80 when not a terminal), which
 # would split pytest's "FAILED path::test" lines and the assertion messages.
-COLUMNS=400 molecule test -s "$scenario" 2>&1 | tee "$log"
+# Each line to the terminal and the log; the start of each Molecule action (create,
+# converge, verify...) also to $times, with the time, for the summary below.
+times=$log.times
+: > "$times"
+shopt -s extglob
+stamp() {
+  local line
+  while IFS= read -r line; do
+    printf '%s\n' "$line"
+    if [[ ${line//$'\e['*([0-9;])m/} =~ ➜\ ([a-z_]+):\ Executing[[:space:]]*$ ]]; then
+      printf '%s %s\n' "$(date +%s)" "${BASH_REMATCH[1]}" >> "$times"
+    fi
+  done
+}
+start=$(date +%s)
+COLUMNS=400 molecule test -s "$scenario" 2>&1 | stamp | tee "$log"
 status=${PIPESTATUS[0]}
+# Seconds per action, e.g. "converge 96s verify 212s": what a scenario costs, in CI's log.
+printf '%s done\n' "$(date +%s)" >> "$times"
+echo "=== molecule scenario '$label': $(( $(date +%s) - start ))s:" \
+  "$(awk 'NR > 1 && prev != "" && $1 - t > 0 { printf "%s %ds  ", prev, $1 - t } { t = $1; prev = $2 }' "$times")"
+rm -f "$times"
 if [ "$status" -ne 0 ]; then
   echo
   echo "=== molecule scenario '$label' failed (exit $status); whole log: $log"

@@ -42,7 +42,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from deployment_checks import SERVICE, Site
-from testinfra_helpers import inventory_host, inventory_hosts
+from testinfra_helpers import inventory_host, inventory_hosts, playbook_failure
 
 __all__ = [
     "test_unit_exposure_within_target", "test_unit_runs_in_its_sandbox", "test_unit_writes_only_its_paths",
@@ -177,7 +177,7 @@ def run_playbook(playbook: str, *extra: str, check: bool = False, diff: bool = F
         argv += ["-e", var]
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}  # Molecule forces colour on
     proc = subprocess.run(argv, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
+    assert proc.returncode == 0, playbook_failure(argv, proc.stdout + proc.stderr)
     return proc.stdout
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -108,3 +109,28 @@ def container_address(container: str) -> str:
     """The IPv4 address of ``container`` on its (first) network."""
     networks = _inspect(container)["NetworkSettings"]["Networks"]
     return next(n["IPAddress"] for n in networks.values() if n["IPAddress"])
+
+
+def playbook_failure(argv: list[str], output: str) -> str:
+    """What a failed ansible-playbook run says about its failure, for an assertion message.
+
+    The command, then each failed task (its ``TASK`` line and the ``fatal:`` or ``failed:``
+    result, with the lines that follow it, up to the next task), then the recap. A CI log
+    shows the message and rarely the whole output, whose tail is only the task timings.
+    """
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", output).splitlines()
+    failures, task, i = [], "", 0
+    while i < len(lines):
+        line = lines[i]
+        if re.match(r"^(TASK|RUNNING HANDLER) \[", line):
+            task = line
+        elif re.match(r"^(fatal|failed): \[", line) or line.startswith("ERROR!") or line.startswith("[ERROR]"):
+            end = next((j for j in range(i + 1, len(lines))
+                        if re.match(r"^(TASK|RUNNING HANDLER|PLAY|NO MORE HOSTS)", lines[j])), len(lines))
+            failures.append("\n".join([task, *lines[i:end]])[:3000])
+            i = end
+            continue
+        i += 1
+    recap = next((n for n, line in enumerate(lines) if line.startswith("PLAY RECAP")), None)
+    summary = lines[recap:recap + 12] if recap is not None else lines[-20:]
+    return "\n".join([f"{' '.join(argv)} failed:", *failures[:5], *summary])

@@ -162,6 +162,12 @@ Acquire::Languages "none";
 DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb || true"; };
 EOF
 
+  # dpkg: no fsync after each file, as in Docker's official Debian images
+  # (docker-apt-speedup): a test host's disk need not survive a power cut, and
+  # the roles' package installs take a quarter less time (measured: python3-venv
+  # and nftables, 15 s -> 11 s).
+  echo force-unsafe-io >"$root/etc/dpkg/dpkg.cfg.d/90webrtc-edge-unsafe-io"
+
   # systemd: boot to multi-user, mask what cannot work in a container.
   local unit
   for unit in "${MASK_UNITS[@]}"; do
