@@ -70,7 +70,7 @@ diagnose: venv  ## check a deployment, change nothing (docs/troubleshooting.md):
 
 # Last, the resilience scenario: 1,000 peers through faults, about 10 minutes per proxy.
 test: test-deps lint unit app-test browser-test molecule resilience-scenario  ## everything (what CI runs)
-	@$(PY) molecule/report.py
+	@$(PY) tests/tools/report.py
 	@echo "make test: all checks passed"
 
 test-deps: venv
@@ -116,16 +116,16 @@ browser-test: venv  ## the app's client in Debian's chromium (Playwright)
 	cd app && ../$(PYTEST) -q -m browser
 
 molecule: venv  ## end-to-end on systemd containers, every scenario but resilience (builds the image first)
-	bash molecule/image/build.sh
-	for scenario in $(SCENARIOS); do bash molecule/run-scenario.sh $$scenario; done
+	bash tests/tools/build-image.sh
+	for scenario in $(SCENARIOS); do bash tests/tools/run-scenario.sh $$scenario; done
 
 resilience: resilience-scenario  ## 1,000 peers through faults, nothing lost: nginx, then Apache (figures in molecule/artifacts/)
-	@$(PY) molecule/report.py
+	@$(PY) tests/tools/report.py
 
 resilience-scenario: venv
-	bash molecule/image/build.sh
-	bash molecule/run-scenario.sh resilience
-	MOLECULE_PROXY=apache bash molecule/run-scenario.sh resilience
+	bash tests/tools/build-image.sh
+	bash tests/tools/run-scenario.sh resilience
+	MOLECULE_PROXY=apache bash tests/tools/run-scenario.sh resilience
 
 bench: venv  ## benchmarks, see bench/README.md
 	$(MAKE) -C bench all PY=$(abspath $(PY))

@@ -20,7 +20,7 @@ so a call connects through coturn or not at all.
 
 How many allocations a full room's host needs, and that the deployed quota admits exactly
 that many per session, is proven against the deployed coturn in Molecule
-(molecule/turn_checks.py): Chromium allocates once per TURN URL *and local network*, and
+(molecule/common/turn_checks.py): Chromium allocates once per TURN URL *and local network*, and
 how many networks a test machine has (Docker bridges count) is not the test's to choose.
 
 Why here and not in a Molecule scenario: relaying between peers on one machine needs

@@ -5,7 +5,7 @@
 Grafana's interval variables are replaced by a fixed range (``$__rate_interval`` ->
 ``1m``), so each expression runs as Grafana would run it. The unit tests
 (tests/monitoring/) parse each with promtool; the Molecule verify
-(molecule/monitoring_checks.py) evaluates each on a Prometheus scraping a deployed host.
+(molecule/common/monitoring_checks.py) evaluates each on a Prometheus scraping a deployed host.
 """
 
 from __future__ import annotations

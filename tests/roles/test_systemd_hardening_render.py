@@ -13,7 +13,7 @@ Ansible itself from what each role passes to roles/systemd_hardening, and rated 
 
 Debian's units come from the controller's packages (tests/setup-host.sh installs nginx, apache2
 and redis-server; coturn where it is installed); a unit that is missing skips its test. Molecule
-rates the deployed units again (molecule/sandbox_checks.py).
+rates the deployed units again (molecule/common/sandbox_checks.py).
 """
 
 from __future__ import annotations

@@ -38,8 +38,16 @@ if TYPE_CHECKING:
     """What the peers send their requests through."""
 
 __all__ = [
-    "ProtocolError", "Refused", "Closed", "SequenceGap", "HTTPStatusError",
-    "Peer", "WsPeer", "PollingPeer", "Pace", "auth_headers",
+    "Closed",
+    "HTTPStatusError",
+    "Pace",
+    "Peer",
+    "PollingPeer",
+    "ProtocolError",
+    "Refused",
+    "SequenceGap",
+    "WsPeer",
+    "auth_headers",
 ]
 
 Message = dict[str, Any]

@@ -1,15 +1,14 @@
 """apache scenario: one Debian 12 host in every group, behind Apache.
 
 The same deployment as default with ``proxy_server: apache``: the shared
-checks (molecule/deployment_checks.py) and the real browser call
-(molecule/browser_call.py) prove Apache renders the same proxy model into the
+checks (molecule/common/deployment_checks.py) and the real browser call
+(molecule/common/browser_checks.py) prove Apache renders the same proxy model into the
 same behaviour as nginx; below, what only this scenario promises.
 """
 
 from __future__ import annotations
 
-from browser_call import *  # noqa: F403 (collects the browser call)
-from deployment_checks import *  # noqa: F403 (collects the shared checks)
+from deployment_checks import proxy_host, proxy_kind  # noqa: F401 (fixtures)
 from testinfra_helpers import inventory_hosts
 
 testinfra_hosts = inventory_hosts("all")

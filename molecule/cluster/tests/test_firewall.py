@@ -1,21 +1,14 @@
-"""cluster verify: the host firewall (molecule/firewall_checks.py) on the proxy, both app hosts
+"""cluster verify: the host firewall (molecule/common/firewall_checks.py) on the proxy, both app hosts
 and Redis, proven from every side, the `outside` container (on the same network, in no group of
 the deployment) included: Redis answers the app hosts and nobody else (not the proxy, not
 outside), the app instances answer the proxy and nobody else (not the other app host, not Redis,
 not outside), the proxy answers 80 and 443 to all, and everything else is dropped everywhere.
 
-The controller is let in to the app instances by a test-only firewall_allow entry (molecule.yml):
-cluster_peers.py talks to them directly."""
+The controller is let in to the app instances by a test-only firewall_allow entry (molecule.yml,
+which tells the shared checks so with FIREWALL_CONTROLLER_REACHES): cluster_peers.py talks to
+them directly. Below, what only this scenario has."""
 
-import pytest
-from firewall_checks import *  # noqa: F403 (collects the firewall checks)
 from testinfra_helpers import inventory_hosts
-
-
-@pytest.fixture(scope="module")
-def controller_reaches() -> frozenset[str]:
-    """molecule.yml's test-only firewall_allow: the controller reaches the app instances."""
-    return frozenset({"app"})
 
 
 def test_outside_is_in_no_group_of_the_deployment():

@@ -1,16 +1,15 @@
 """default scenario: one Debian 12 host in every group, behind nginx.
 
-The shared checks (molecule/deployment_checks.py: services, sockets, files,
-TLS, headers, redirects, WebSocket and polling signaling, failover, status
-pages, uploads, error pages) and the real browser call
-(molecule/browser_call.py) run against this deployment; what is below is what
-only this scenario promises.
+The shared checks (molecule/common/deployment_checks.py: services, sockets,
+files, TLS, headers, redirects, WebSocket and polling signaling, failover,
+status pages, uploads, error pages), the real browser call
+(molecule/common/browser_checks.py) and the others molecule.yml selects run
+against this deployment; what is below is what only this scenario promises.
 """
 
 from __future__ import annotations
 
-from browser_call import *  # noqa: F403 (collects the browser call)
-from deployment_checks import *  # noqa: F403 (collects the shared checks)
+from deployment_checks import proxy_host, proxy_kind, site  # noqa: F401 (fixtures)
 from testinfra_helpers import inventory_hosts
 
 testinfra_hosts = inventory_hosts("all")

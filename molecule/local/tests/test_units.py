@@ -1,5 +1,5 @@
 """local scenario: after each `make deploy` the proxy it asked for (nginx, then Apache), coturn and
-redis-server run in their sandboxes, rated within the issue's targets (molecule/sandbox_checks.py).
+redis-server run in their sandboxes, rated within the issue's targets (molecule/common/sandbox_checks.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ below happen one after the other, ``CLEAN_S`` seconds of clean traffic apart:
    (``nginx -s reload`` / ``apachectl graceful``);
 3. ``redis``: ``systemctl restart redis-server`` on the Redis host;
 4. ``upgrade``: playbooks/app.yml rolls a new release (a copy of app/ with its
-   version bumped, molecule/releases.py) over both app hosts, one instance at
+   version bumped, molecule/common/releases.py) over both app hosts, one instance at
    a time.
 
 The load lasts at least ``MIN_LOAD_S`` seconds; then the peers stop sending,

@@ -4,10 +4,10 @@
 # printed name what failed (pytest's FAILED/ERROR lines and the assertion
 # messages above them), since a CI log is often read from its tail only.
 #
-#   bash molecule/run-scenario.sh cluster
-#   MOLECULE_PROXY=apache bash molecule/run-scenario.sh resilience
+#   bash tests/tools/run-scenario.sh cluster
+#   MOLECULE_PROXY=apache bash tests/tools/run-scenario.sh resilience
 set -uo pipefail
-cd "$(dirname "$0")/.." || exit 1
+cd "$(dirname "$0")/../.." || exit 1
 
 scenario=${1:?usage: run-scenario.sh SCENARIO}
 label=$scenario${MOLECULE_PROXY:+-$MOLECULE_PROXY}

@@ -19,8 +19,8 @@ peers: Map(id -> {connectionState, framesDecoded}), cspViolations;
 app/src/signaling/static/README.md). Screenshots of the connected calls go to
 ``molecule/<scenario>/.artifacts/`` (gitignored).
 
-A scenario collects the test with ``from browser_call import *``; it needs the
-``site`` fixture of deployment_checks.
+Group ``browser`` (a scenario selects it with ``--checks``: molecule/common/testinfra_plugin.py);
+it takes the ``site`` fixture of deployment_checks.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from deployment_checks import proxy_host, site  # noqa: F401 (fixtures)
 
 from signaling.testing.browser import Page, launch, open_pages, spki_pin, unavailable
 
-__all__ = ["chromium", "browser_page", "artifacts", "test_browser_one_to_one_call",
-           "test_browser_room_call"]
+pytestmark = pytest.mark.browser  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 
 def _served_spki_pin(site) -> str:

@@ -1,10 +1,9 @@
 """Hardening of a deployed webrtc-edge service, judged by outside tools (issue 5,
 "TLS and hardening, graded by outside tools").
 
-A scenario collects these with ``from hardening_checks import *`` (molecule/default,
-molecule/apache, molecule/cluster); checks that disturb a shared service are not
-collected that way and a scenario imports them by name
-(``test_redis_keeps_data_across_restart_and_crash``, in cluster).
+Group ``hardening`` (molecule/default, molecule/apache, molecule/cluster select it with
+``--checks``: molecule/common/testinfra_plugin.py); checks that disturb a shared service have a
+group of their own too (``redis_restarts``: only cluster runs it).
 
 TLS, graded by testssl.sh (the Debian package, >= 3.2, installed by tests/setup-host.sh)
     run once per scenario against the proxy's published 443 on 127.0.0.1 with the
@@ -56,26 +55,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
-from deployment_checks import SITE_NAME, _instances, artifacts_dir, hsts_preload, proxy_host, site
+from deployment_checks import SITE_NAME, _instances, artifacts_dir, hsts_preload, proxy_host, site  # noqa: F401 (fixtures)
 from testinfra_helpers import container_address, inventory_host, inventory_hosts, run_ca_file, run_credentials_dir
 
-__all__ = [
-    # fixtures
-    "proxy_host", "site", "redis_host", "turn_host", "testssl_findings", "served_certificate",
-    # TLS graded by testssl.sh
-    "test_testssl_no_high_or_critical_finding", "test_testssl_nothing_vulnerable",
-    "test_testssl_only_tls12_and_tls13_offered", "test_testssl_no_cbc_3des_or_rc4_cipher",
-    "test_testssl_hsts_recognised", "test_testssl_grade",
-    # revocation published by the local CA
-    "test_certificate_names_a_crl_distribution_point", "test_crl_served_over_http_signed_by_the_run_ca",
-    # Redis and coturn
-    "test_redis_listens_only_on_loopback_and_its_private_address",
-    "test_redis_refuses_clients_without_the_right_password",
-    "test_turn_uses_rest_credentials_only", "test_turn_not_bound_to_every_address",
-    "test_turn_allocation_needs_valid_credentials",
-    # last, after everything above has run and logged
-    "test_secrets_not_in_logs", "test_secrets_not_on_command_lines",
-]
+pytestmark = pytest.mark.hardening  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 # Where the local CA's certificates say its CRL is (roles/tls, __tls_crl_path).
 CRL_PATH = "/.well-known/webrtc-edge/ca.crl"
@@ -278,6 +261,7 @@ def _wait_for_redis(host, timeout: float = 30) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.redis_restarts
 def test_redis_keeps_data_across_restart_and_crash(redis_host):
     """A key written before ``systemctl restart`` and one written before SIGKILL (and
     systemd's restart) are both there afterwards; then every app instance is back on Redis.

@@ -1,6 +1,6 @@
 """Check mode on the deployed hosts (issue 12): `site.yml --check --diff` succeeds and reports
-`changed=0` on every host. A scenario collects it with ``from check_mode_checks import *`` in its
-tests/test_check_mode.py. The fresh-host half (check mode before the first deployment writes
+`changed=0` on every host. Group ``check_mode`` (a scenario selects it with
+``--checks``: molecule/common/testinfra_plugin.py). The fresh-host half (check mode before the first deployment writes
 nothing, no secret either) is molecule/default/prepare.yml.
 
 Marked ``on_converged_hosts``: it runs first of the scenario's tests (conftest.py), on the
@@ -14,7 +14,7 @@ import re
 import pytest
 from sandbox_checks import run_playbook
 
-__all__ = ["test_check_mode_on_the_deployed_hosts_changes_nothing"]
+pytestmark = pytest.mark.check_mode  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 
 @pytest.mark.on_converged_hosts

@@ -27,7 +27,7 @@ The peers are the careful clients docs/protocol.md describes, nothing more:
 Use it from a test (``async with Load(...) as load: ... await load.settle()``)
 or from the command line::
 
-    python molecule/load_driver.py https://localhost:8443 --ca ca.pem --peers 1000 --duration 180
+    python tests/tools/load_driver.py https://localhost:8443 --ca ca.pem --peers 1000 --duration 180
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The monitoring role's Prometheus, on a deployed host, seen through its own API.
 
-A scenario whose inventory has a `monitoring` group collects these with
-``from monitoring_checks import *`` (molecule/apache/tests/test_monitoring.py):
+Group ``monitoring``, which a scenario whose inventory has a `monitoring` group selects with
+``--checks`` (molecule/apache; molecule/common/testinfra_plugin.py):
 
 - Prometheus runs on our config (promtool check config passes on the host), listens on
   loopback only, keeps Debian's own config files as shipped;
@@ -33,13 +33,15 @@ import yaml
 from deployment_checks import Site, WsPeer, _instances, _stopped, proxy_host, run_async, site  # noqa: F401 (fixtures)
 from testinfra_helpers import assert_unit_up, inventory_host, inventory_hosts
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "monitoring" / "grafana"))
 from expressions import expressions  # noqa: E402
 
 RULES = REPO / "monitoring" / "prometheus" / "rules" / "webrtc-edge.yml"
 ROLE_DEFAULTS = REPO / "roles" / "monitoring" / "defaults" / "main.yml"
 API = "http://127.0.0.1:9090/api/v1"
+
+pytestmark = pytest.mark.monitoring  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 
 @pytest.fixture(scope="module", params=inventory_hosts("monitoring"))

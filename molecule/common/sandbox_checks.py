@@ -2,10 +2,12 @@
 the proxy hosts, coturn on the turn hosts, redis-server on the redis hosts, each with the drop-in
 ``webrtc-edge-hardening.conf`` of roles/systemd_hardening.
 
-A scenario collects these with ``from sandbox_checks import *`` (molecule/default,
-molecule/apache); checks that restart or reconfigure the proxy are not in ``__all__`` and a
-scenario imports them by name (molecule/default: check mode and the switch). molecule/cluster,
-molecule/acme and molecule/local import the cheap ones by name.
+Group ``sandbox``, selected with ``--checks`` (molecule/common/testinfra_plugin.py); the
+costlier checks have a group of their own too, which a scenario leaves out with ``and not``:
+``sandbox_paths``, ``sandbox_shell``, ``reloads_proxy`` (molecule/default, molecule/apache) and
+``switches_sandbox`` (molecule/default only: check mode and the switch). molecule/acme runs the
+rating and in-force checks, molecule/cluster those and the paths; molecule/local calls the
+helpers from its own tests.
 
 Rated
     ``systemd-analyze security`` of each deployed unit within the issue's targets: nginx and
@@ -44,12 +46,7 @@ from cryptography import x509
 from deployment_checks import SERVICE, Site
 from testinfra_helpers import inventory_host, inventory_hosts, playbook_failure
 
-__all__ = [
-    "test_unit_exposure_within_target", "test_unit_runs_in_its_sandbox", "test_unit_writes_only_its_paths",
-    "test_unit_runs_no_shell",
-    "test_proxy_reloads_in_its_sandbox", "test_proxy_logs_rotate_in_its_sandbox",
-    "test_proxy_serves_a_renewed_certificate_in_its_sandbox",
-]
+pytestmark = pytest.mark.sandbox  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 DROPIN = "webrtc-edge-hardening.conf"
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -223,6 +220,7 @@ def test_unit_runs_in_its_sandbox(name, unit):
     assert_in_force(inventory_host(name), unit)
 
 
+@pytest.mark.sandbox_paths
 @unit_params
 def test_unit_writes_only_its_paths(name, unit):
     """Seen from the unit's main process (its /proc/<pid>/root): its own paths take a file, the
@@ -252,6 +250,7 @@ def _mounts(host, pid: int) -> list[tuple[str, str]]:
     return [(fields[4].replace("\\040", " "), fields[5]) for fields in (line.split() for line in lines)]
 
 
+@pytest.mark.sandbox_shell
 @pytest.mark.parametrize(("name", "unit"), [pytest.param(*u, id=f"{u[0]}:{u[1]}") for u in UNITS if u[1] in EXEC_PATHS])
 def test_unit_runs_no_shell(name, unit):
     """Where the drop-in lists what the unit may execute, a shell in its namespace is refused."""
@@ -264,6 +263,7 @@ def test_unit_runs_no_shell(name, unit):
 # The proxies still reload, rotate their logs and take renewed certificates
 # ---------------------------------------------------------------------------
 
+@pytest.mark.reloads_proxy
 @proxy_params
 def test_proxy_reloads_in_its_sandbox(name, unit):
     """``systemctl reload``: the same main process, a new generation of workers, serving."""
@@ -277,6 +277,7 @@ def test_proxy_reloads_in_its_sandbox(name, unit):
     assert Site(name).get("/").status == 200
 
 
+@pytest.mark.reloads_proxy
 @proxy_params
 def test_proxy_logs_rotate_in_its_sandbox(name, unit):
     """Debian's logrotate configuration, forced: the proxy writes the new file, not the rotated one."""
@@ -302,6 +303,7 @@ def test_proxy_logs_rotate_in_its_sandbox(name, unit):
     assert host.service(unit.removesuffix(".service")).is_running
 
 
+@pytest.mark.reloads_proxy
 @proxy_params
 def test_proxy_serves_a_renewed_certificate_in_its_sandbox(name, unit):
     """playbooks/tls.yml with a renewal threshold beyond the certificate's lifetime: the tls role
@@ -326,6 +328,7 @@ def _hardening_var(unit: str) -> str:
     return {"nginx.service": "nginx", "apache2.service": "apache"}[unit] + "_systemd_hardening"
 
 
+@pytest.mark.switches_sandbox
 @proxy_params
 def test_check_mode_predicts_and_changes_nothing(name, unit):
     host = inventory_host(name)
@@ -338,6 +341,7 @@ def test_check_mode_predicts_and_changes_nothing(name, unit):
     assert main_pid(host, unit) == pid
 
 
+@pytest.mark.switches_sandbox
 @proxy_params
 def test_sandbox_switched_off_and_on(name, unit):
     host = inventory_host(name)

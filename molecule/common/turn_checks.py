@@ -1,8 +1,8 @@
 """TURN as browsers get it (issue 11, "TURN that works on restrictive networks and in rooms").
 
-A scenario collects these with ``from turn_checks import *`` (molecule/default, where the
-one host is also the proxy, and molecule/cluster, where coturn has a host of its own and
-serves TLS on 443). Each check runs for every ``turn`` host and speaks TURN from the
+Group ``turn``, selected with ``--checks`` (molecule/common/testinfra_plugin.py) by
+molecule/default, where the one host is also the proxy, and molecule/cluster, where coturn has a host of its own and
+serves TLS on 443. Each check runs for every ``turn`` host and speaks TURN from the
 controller to the host's own address, with a small STUN/TURN client (RFC 8489/8656,
 long-term credentials) below.
 
@@ -48,18 +48,11 @@ from dataclasses import dataclass
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from deployment_checks import proxy_host, site
-from hardening_checks import _controller_secret, turn_host
+from deployment_checks import proxy_host, site  # noqa: F401 (fixtures)
+from hardening_checks import _controller_secret, turn_host  # noqa: F401 (fixtures)
 from testinfra_helpers import container_address, inventory_host, inventory_hosts, run_ca_file
 
-__all__ = [
-    # fixtures
-    "proxy_host", "site", "turn_host", "ice_servers",
-    "test_ice_servers_list_turn_over_tls", "test_turns_serves_the_deployments_certificate",
-    "test_turns_protocols_follow_the_proxy_profile", "test_turns_allocation_with_the_apps_credential",
-    "test_user_quota_derived_from_the_room_size", "test_one_session_gets_its_quota_and_no_more",
-    "test_reload_rereads_certificates_in_place", "test_coturn_listens_on_its_ports_only",
-]
+pytestmark = pytest.mark.turn  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 CONFIG = "/etc/turnserver.conf"
 DEPLOYMENT_CERT = "/etc/webrtc-edge/tls/fullchain.pem"  # the tls role's, on the TURN host

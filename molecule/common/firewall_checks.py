@@ -1,8 +1,9 @@
 """The host firewall (role firewall, issue 11 §2), proven on the running hosts and from outside them.
 
-A scenario collects these with ``from firewall_checks import *`` in its tests/test_firewall.py
-(every scenario of ``make test``), and overrides the fixture ``controller_reaches`` when its
-inventory lets the test controller in somewhere (a test-only ``firewall_allow`` entry).
+Group ``firewall`` (every scenario of ``make test`` selects it with ``--checks``:
+molecule/common/testinfra_plugin.py), ``reachability`` for the probes from every source; a
+scenario whose inventory lets the test controller in somewhere (a test-only ``firewall_allow``
+entry) says where with ``FIREWALL_CONTROLLER_REACHES`` (fixture ``controller_reaches``).
 
 Loaded
     on every host of the deployment: ``webrtc-edge-firewall.service`` enabled and active, the
@@ -27,6 +28,7 @@ Exactly what the rules say
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -36,11 +38,7 @@ from functools import cache
 import pytest
 from testinfra_helpers import container_address, instance_ports, inventory_host, inventory_hosts
 
-__all__ = [
-    "controller_reaches", "firewall_services",
-    "test_firewall_loaded", "test_firewall_survives_nftables_restart_and_reload",
-    "test_each_host_accepts_exactly_what_the_rules_say",
-]
+pytestmark = pytest.mark.firewall  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 TABLE = "inet webrtc_edge"
 CONN_LIMIT_TABLE = "inet webrtc_edge_conn_limit"  # roles/apache (apache_conn_limit)
@@ -113,8 +111,9 @@ def deployment_hosts() -> list[str]:
 @pytest.fixture(scope="module")
 def controller_reaches() -> frozenset[str]:
     """What a test-only ``firewall_allow`` of the scenario lets the controller reach: a subset of
-    {"app", "ssh"}. None here; a scenario that allows more overrides this fixture."""
-    return frozenset()
+    {"app", "ssh"}, space-separated in ``FIREWALL_CONTROLLER_REACHES`` (the scenario's molecule.yml,
+    ``verifier.env``, beside that ``firewall_allow``). None without it."""
+    return frozenset(os.environ.get("FIREWALL_CONTROLLER_REACHES", "").split())
 
 
 # ---------------------------------------------------------------------------
@@ -274,6 +273,7 @@ def _probe(source: str, targets: list[tuple[str, int, str]]) -> list[str]:
     return json.loads(inventory_host(source).check_output("python3 -c %s %s %s", PROBE, *args))
 
 
+@pytest.mark.reachability
 @pytest.mark.parametrize("source", [CONTROLLER, *(h for h in inventory_hosts("all") if set(deployment_hosts()) - {h})])
 def test_each_host_accepts_exactly_what_the_rules_say(source, firewall_services, controller_reaches):
     """Every port any host serves, and ports nobody opens, tried from ``source`` on every other

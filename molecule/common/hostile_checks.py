@@ -1,9 +1,9 @@
 """Hostile clients against a deployed webrtc-edge service, through the proxy (issue 5,
 "Hostile input": through the proxy, abuse, authorisation).
 
-A scenario's ``tests/test_hostile.py`` collects these with ``from hostile_checks import *``
-(molecule/default with nginx, molecule/apache, molecule/cluster with either proxy on a host
-of its own). Everything goes to the proxy's 443 published on 127.0.0.1, like any client on
+Group ``hostile``, selected with ``--checks`` (molecule/common/testinfra_plugin.py) by
+molecule/default with nginx, molecule/apache, molecule/cluster with either proxy on a host
+of its own. Everything goes to the proxy's 443 published on 127.0.0.1, like any client on
 the internet; the hosts are only read (metrics, the firewall's counters) to see what got
 through. Malformed HTTP is written on raw TLS sockets: an HTTP client library would
 normalise it away. The protocol-level fuzzing of the app itself is app/tests/test_fuzz.py;
@@ -64,7 +64,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
-from deployment_checks import (
+from deployment_checks import (  # noqa: F401 (fixtures)
     Answer,
     PollingPeer,
     Site,
@@ -77,23 +77,7 @@ from deployment_checks import (
     site,
 )
 
-__all__ = [
-    # fixtures (the first three from deployment_checks)
-    "proxy_host", "proxy_kind", "site", "api_limiter_refilled",
-    # malformed requests
-    "test_oversized_request_head_refused", "test_oversized_api_body_refused_by_proxy",
-    "test_conflicting_body_framing_refused", "test_path_traversal_refused",
-    # slow clients
-    "test_slow_clients_cut_off_while_others_are_served", "test_trickling_body_cut_off",
-    # WebSocket origin
-    "test_foreign_origin_websocket_refused", "test_same_origin_websocket_accepted",
-    # abuse
-    "test_flooding_peer_rate_limited_without_slowing_others",
-    "test_connection_loop_hits_the_per_address_limit",
-    # authorisation
-    "test_participant_cannot_signal_outside_its_rights", "test_wrong_room_secret_refused",
-    "test_ended_session_token_refused_on_resume", "test_forged_polling_token_refused",
-]
+pytestmark = pytest.mark.hostile  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 # proxy defaults (the scenarios do not override them).
 API_RATE = 10
@@ -585,7 +569,7 @@ def test_flooding_peer_rate_limited_without_slowing_others(site):
 
 
 def _write_flood_artifact(attempts: list[tuple[list[float], list[float]]], floods: list[dict]) -> None:
-    """``molecule/artifacts/<scenario>/flood.json``: the round trips and floods, for report.py."""
+    """``molecule/artifacts/<scenario>/flood.json``: the round trips and floods, for tests/tools/report.py."""
     out = artifacts_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / "flood.json").write_text(json.dumps({

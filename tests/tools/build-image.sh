@@ -8,7 +8,7 @@
 # result is already there, and the image is rebuilt only when this script
 # changes (its sha256 is stored as an image label).
 #
-#   bash molecule/image/build.sh            # engine + image, reused when current
+#   bash tests/tools/build-image.sh           # engine + image, reused when current
 #   WEBRTC_EDGE_IMAGE_REBUILD=1 bash ...    # force a fresh image
 #
 # Environment (all optional):

@@ -11,7 +11,7 @@
   delivered, lost and duplicated, resumes and the longest time a peer could
   not send.
 
-    .venv/bin/python molecule/report.py        # `make test` and `make resilience` end with it
+    .venv/bin/python tests/tools/report.py     # `make test` and `make resilience` end with it
 
 Only reads; exits 0 whatever it finds (the tests that wrote the files judged them).
 """
@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "molecule" / "artifacts"
 
 
 def _artifacts(pattern: str) -> list[tuple[Path, object]]:

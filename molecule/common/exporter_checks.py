@@ -1,6 +1,6 @@
 """The exporters (role exporters) and the app's process metrics, checked on the deployed hosts.
 
-A scenario collects these with ``from exporter_checks import *`` in its tests/test_exporters.py.
+Group ``exporters`` (a scenario selects it with ``--checks``: molecule/common/testinfra_plugin.py).
 Where each exporter runs and where it listens follow from the inventory, not from the role's
 files: node on every host of the deployment, nginx or Apache on the proxy (``proxy_server``),
 Redis on the redis hosts; on 127.0.0.1 without a ``monitoring`` group, else on the host's
@@ -18,12 +18,7 @@ from functools import cache
 import pytest
 from testinfra_helpers import container_address, instance_ports, inventory_host, inventory_hosts
 
-__all__ = [
-    "test_exporters_run_and_listen_where_they_should", "test_status_page_listens_on_loopback_alone",
-    "test_node_exporter_reports_our_units_alone", "test_node_exporter_reads_the_textfile_directory",
-    "test_proxy_exporter_reads_the_status_page", "test_redis_exporter_reads_redis_with_its_password",
-    "test_app_exports_process_metrics",
-]
+pytestmark = pytest.mark.exporters  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 DEPLOYMENT_GROUPS = ("signaling_app", "proxy", "redis", "turn")
 PORTS = {"node": 9100, "nginx": 9113, "apache": 9117, "redis": 9121}

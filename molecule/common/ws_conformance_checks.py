@@ -1,16 +1,15 @@
 """RFC 6455 conformance through the proxy (issue 11): app/tests/rfc6455.py, the suite the
 app tests run against the app directly, here against the deployed site.
 
-A scenario's ``tests/test_ws_conformance.py`` collects these with
-``from ws_conformance_checks import *`` (molecule/default through nginx,
-molecule/apache through Apache). Every case connects to the proxy's 443 published
+Group ``ws_conformance``, selected with ``--checks`` (molecule/common/testinfra_plugin.py) by
+molecule/default (through nginx) and molecule/apache (through Apache). Every case connects to the proxy's 443 published
 on 127.0.0.1 with TLS (the run's CA, SNI and ``Host`` the site's name), like any
 client on the internet, and the proxy passes the WebSocket to one of the app
 instances. The cases that answer differently through a proxy say so per path
 (``rfc6455.NGINX``, ``rfc6455.APACHE``) and why. The memory cases read every app
 instance's resident set on its host (``/proc/<MainPID>/status`` of each
 ``signaling@<port>``, reset through ``clear_refs`` before each attack); their figures
-go to ``molecule/artifacts/<scenario>/ws_memory.json`` (molecule/report.py prints them).
+go to ``molecule/artifacts/<scenario>/ws_memory.json`` (tests/tools/report.py prints them).
 """
 
 from __future__ import annotations
@@ -20,10 +19,10 @@ import json
 
 import pytest
 import rfc6455  # app/tests/rfc6455.py (pythonpath in molecule/pytest.ini)
-from deployment_checks import _instances, artifacts_dir, proxy_host, proxy_kind, run_async, site
+from deployment_checks import _instances, artifacts_dir, proxy_host, proxy_kind, run_async, site  # noqa: F401 (fixtures)
 from hostile_checks import API_BURST, API_RATE, _proxy_var
 
-__all__ = ["proxy_host", "proxy_kind", "site", "ws_target", "test_rfc6455_through_the_proxy"]
+pytestmark = pytest.mark.ws_conformance  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 
 def _each_instance(instances, command: str) -> dict[str, str]:

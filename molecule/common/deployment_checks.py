@@ -1,7 +1,7 @@
 """What every deployed webrtc-edge service must prove, whatever its topology.
 
-A scenario's tests module collects these with ``from deployment_checks import *``
-(molecule/default, molecule/apache, molecule/cluster): the fixtures below find
+Group ``deployment``, which molecule/default, molecule/apache and molecule/cluster select with
+``--checks`` (molecule/common/testinfra_plugin.py): the fixtures below find
 the hosts of each inventory group, the proxy's published ports on 127.0.0.1 and
 the run's CA, and instances are read at the address they listen on (loopback on
 one host, a private address when the proxy is elsewhere), so the tests need
@@ -67,28 +67,7 @@ from testinfra_helpers import (
 
 from signaling import client
 
-__all__ = [
-    # fixtures
-    "proxy_host", "proxy_kind", "site", "app_host", "app_ports", "redis_host",
-    # inside the hosts
-    "test_boot_is_clean", "test_proxy_enabled_and_running", "test_other_proxy_not_running",
-    "test_app_instances_running", "test_redis_running", "test_turn_running", "test_proxy_listens_on_80_and_443",
-    "test_app_listens_only_inside", "test_app_runs_as_its_own_user", "test_secret_files_closed",
-    "test_controller_secrets_closed", "test_proxy_config_passes_its_validator",
-    "test_app_unit_exposure",
-    # HTTP and TLS from outside
-    "test_http_redirects_to_https", "test_acme_challenge_served_over_http",
-    "test_unknown_host_refused_on_http", "test_unknown_host_refused_on_https",
-    "test_tls_version", "test_http2_offered", "test_security_headers",
-    "test_status_pages_refused_from_outside", "test_status_pages_served_on_the_host",
-    "test_upload_round_trip", "test_upload_at_the_limit_accepted",
-    "test_oversize_upload_refused_by_proxy",
-    # signaling through the proxy
-    "test_websocket_upgrade_and_welcome", "test_room_host_and_participant_signal",
-    "test_polling_and_websocket_peers_signal",
-    # disruptive
-    "test_instance_failover", "test_own_error_pages_when_every_instance_is_down",
-]
+pytestmark = pytest.mark.deployment  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 SITE_NAME = "localhost"  # in the certificate and server_name of every scenario
 HSTS = "max-age=63072000; includeSubDomains"  # + "; preload" where hsts_preload()
@@ -297,7 +276,7 @@ def _stopped(site: Site, instances: list[Instance]) -> Iterator[None]:
 
 def artifacts_dir() -> Path:
     """``molecule/artifacts/<scenario>/``: what a run keeps for people to read
-    (scanner output, measured figures; molecule/report.py prints them)."""
+    (scanner output, measured figures; tests/tools/report.py prints them)."""
     scenario = os.environ["MOLECULE_SCENARIO_NAME"]
     return Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule" / "artifacts" / scenario
 
