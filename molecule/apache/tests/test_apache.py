@@ -22,3 +22,10 @@ def test_nginx_not_installed(host):
     """A fresh host behind Apache never gets nginx at all."""
     assert not host.package("nginx").is_installed
 
+
+
+def test_site_written_from_the_replaced_template(host):
+    """apache_site_template names the scenario's template: Apache runs the site it wrote."""
+    site = host.file("/etc/apache2/sites-enabled/webrtc-edge.conf")
+    assert site.content_string.startswith("# Written from the apache scenario's apache_site_template")
+    assert "SSLCertificateFile /etc/webrtc-edge/tls/fullchain.pem" in site.content_string

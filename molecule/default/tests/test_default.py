@@ -46,3 +46,10 @@ def test_extra_location_served(site):
     api = site.get("/api/ice-servers")
     assert (api.status, api.headers["X-Robots-Tag"]) == (200, "noindex")
     assert site.get("/health").headers["X-Robots-Tag"] is None
+
+
+def test_site_written_from_the_replaced_template(host):
+    """nginx_site_template names the scenario's template: nginx runs the site it wrote."""
+    loaded = host.check_output("nginx -T 2>/dev/null")
+    assert "# Written from the default scenario's nginx_site_template" in loaded
+    assert "ssl_certificate /etc/webrtc-edge/tls/fullchain.pem;" in loaded
