@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import proxy
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
@@ -143,3 +145,24 @@ def test_installed_roles_use_their_filters_by_full_name(installed, tmp_path):
     site = (tmp_path / "site.conf").read_text()
     assert "server_name signal.example.org;" in site
     assert "server 127.0.0.1:8081" in site
+
+
+DEFAULTS_SCRIPT = """
+import json
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils import proxy, role_defaults
+print(json.dumps({"role": str(role_defaults.ROLE), "defaults": proxy.DEFAULTS}))
+"""
+
+
+def test_installed_model_reads_its_defaults_from_its_own_role(installed, tmp_path):
+    """The filter's defaults come from the proxy role of the collection it is installed with, and
+    are this clone's."""
+    done = subprocess.run(
+        [sys.executable, "-c", DEFAULTS_SCRIPT], capture_output=True, text=True, check=False, timeout=120,
+        env=dict(_isolated_env(installed, tmp_path), PYTHONPATH=str(installed)), cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(done.stdout)
+    collection = installed / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"]
+    assert found["role"] == str(collection / "roles" / "proxy")
+    assert found["defaults"] == json.loads(json.dumps(proxy.DEFAULTS))

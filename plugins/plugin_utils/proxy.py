@@ -2,9 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The reverse-proxy model: role variables -> one validated, normalised dictionary.
 
-Constants (defaults, the location table) and ``build_proxy_model`` with the validation of
-each section of its input. The TLS profiles are in ``tls``, what both renderers share (the
-error documents among it) in ``render``, the renderers in ``nginx`` and ``apache``.
+Constants (the location table; the defaults, read from the proxy role by ``role_defaults``)
+and ``build_proxy_model`` with the validation of each section of its input. The TLS profiles
+are in ``tls``, what both renderers share (the error documents among it) in ``render``, the
+renderers in ``nginx`` and ``apache``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import ipaddress
 import re
 from typing import Any
 
+from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.role_defaults import proxy_defaults
 from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.tls import (
     TLS_CURVES,
     TLS_PQ_CURVE,
@@ -42,86 +44,15 @@ from ansible_collections.webrtc_edge.edge.plugins.plugin_utils.validation import
 
 BALANCE_METHODS = ("least_conn", "round_robin", "ip_hash", "room_hash")
 
-DEFAULT_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; "
-    "img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-DEFAULT_UPLOADS_CSP = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; sandbox"
-DEFAULT_PERMISSIONS_POLICY = (
-    "camera=(self), microphone=(self), display-capture=(self), fullscreen=(self), "
-    "geolocation=(), payment=(), usb=()"
-)
-DEFAULT_GZIP_TYPES = [
-    "text/plain",
-    "text/css",
-    "text/javascript",
-    "application/javascript",
-    "application/json",
-    "image/svg+xml",
-]
 #: Static file names carrying a content hash (``app.3f9a1c2b.js``) may be cached for a year.
 FINGERPRINT_REGEX = r"\.[0-9a-f]{8,}\.[A-Za-z0-9]+$"
 
-DEFAULTS: dict[str, Any] = {
-    "name": "webrtc-edge",
-    "http_port": 80,
-    "https_port": 443,
-    # The status page (nginx stub_status, Apache server-status) for the exporters: a server of
-    # its own on STATUS_ADDRESS:status_port, never on the public site.
-    "status_port": 8405,
-    "listen_ipv6": True,
-    "balance": "least_conn",
-    "keepalive": 32,
-    # The proxy host is an app host: client files and uploads are on its own disk.
-    "files_from_disk": True,
-    "tls": {
-        "profile": "intermediate",
-        "certificate": "/etc/webrtc-edge/tls/fullchain.pem",
-        "certificate_key": "/etc/webrtc-edge/tls/privkey.pem",
-        "openssl_version": "3.0.0",
-        # A CA revocation list (DER) to serve over plain http at CRL_PATH; "" = none.
-        "crl": "",
-    },
-    "hsts": {"max_age": 63072000, "include_subdomains": True, "preload": False},
-    "headers": {
-        "content_security_policy": DEFAULT_CSP,
-        "uploads_content_security_policy": DEFAULT_UPLOADS_CSP,
-        "permissions_policy": DEFAULT_PERMISSIONS_POLICY,
-        "referrer_policy": "strict-origin-when-cross-origin",
-        "frame_options": "DENY",
-        "extra": [],
-    },
-    "limits": {
-        "api_rate": 10,
-        "api_burst": 20,
-        "conn_per_address": 100,
-        # The app's 10 MiB upload limit plus the 64 KiB of multipart framing it allows.
-        "body_max": 10 * 1024 * 1024 + 64 * 1024,
-    },
-    # connect/read/api_read/ws_read: towards the app. client_header: the whole request head
-    # (and, on nginx, the TLS handshake); client_body: a stalled request body. Clients slower
-    # than that are cut off (slowloris); see render_nginx_site and render_apache_site.
-    "timeouts": {"connect": 5, "read": 30, "api_read": 45, "ws_read": 90, "client_header": 10, "client_body": 10},
-    "app": {"heartbeat": 30, "longpoll_max_wait": 30},
-    "cors": {
-        "origins": [],
-        "credentials": False,
-        "methods": ["GET", "POST", "DELETE", "OPTIONS"],
-        "headers": ["Authorization", "Content-Type"],
-        "max_age": 600,
-    },
-    "allowlist": ["127.0.0.1", "::1"],
-    "roots": {
-        "static": "/opt/signaling/current/static",
-        "uploads": "/var/lib/signaling/uploads",
-        "acme": "/var/lib/webrtc-edge/acme",
-        "errors": "/var/lib/webrtc-edge/errors",
-    },
-    "cache": {"assets_max_age": 31536000, "uploads_max_age": 86400},
-    "gzip_types": DEFAULT_GZIP_TYPES,
-    "upstream_defaults": {"weight": 1, "backup": False, "max_fails": 3, "fail_timeout": 10},
-}
+#: What a key of the input falls back to: the proxy role's defaults as it passes them on a host
+#: without facts (see ``role_defaults``), so neither the CSP nor a port is written here again.
+#: ``files_from_disk`` is the model's own: the role computes it from the inventory (is this host
+#: in proxy_upstream_group?), and a lone filter call is taken for an app host's, its client files
+#: and uploads on its own disk. ``server_names`` and ``upstreams`` have no default.
+DEFAULTS: dict[str, Any] = {**proxy_defaults(), "files_from_disk": True}
 
 #: Locations every site carries, in the order renderers emit them.
 #: ``match`` is ``exact`` or ``prefix``; ``kind`` selects the renderer branch.

@@ -2,8 +2,8 @@
 and redis_maxmemory.
 
 * ``proxy_keepalive`` (nginx ``keepalive`` per worker) is 16 per CPU, at least 32 (the value it
-  had before, and the proxy model's own default) and at most 1024, and the proxy model takes it
-  and renders it into the upstream block;
+  had before, and the proxy model's default: this rule without facts) and at most 1024, and the
+  proxy model takes it and renders it into the upstream block;
 * ``signaling_app_limit_nofile`` (systemd LimitNOFILE per instance) is 4 per MiB of memory and
   1024 more, at least 65536 (the value it had before) and at most 1048576 (the kernel's default
   fs.nr_open);
@@ -62,8 +62,9 @@ def test_proxy_keepalive_follows_the_cpus(facts, keepalive):
 
 
 def test_proxy_keepalive_without_facts_is_the_models_default():
-    """gather_facts: false (tests/plugins/filter/playbooks/render.yml) gives what the filter gives alone."""
-    assert ansible_default("proxy", "proxy_keepalive", NO_FACTS) == proxy.DEFAULTS["keepalive"]
+    """gather_facts: false (tests/plugins/filter/playbooks/render.yml) gives what the filter gives alone:
+    the model renders this default with plain Jinja and no facts, Ansible with its own Jinja."""
+    assert ansible_default("proxy", "proxy_keepalive", NO_FACTS) == proxy.DEFAULTS["keepalive"] == 32
 
 
 @pytest.mark.parametrize("facts", [SMALL_HOST, TWO_GIB, TEST_MACHINE, BIG_HOST])

@@ -5,11 +5,13 @@ import copy
 
 import pytest
 
-#: The smallest valid input: everything else falls back to the filter's defaults.
+#: The smallest valid input: everything else falls back to the filter's defaults (the proxy
+#: role's), but for tls.crl: no CRL, as with a certificate from an ACME CA, which publishes its
+#: own. The default serves the local CA's (the tls role's default, tls_source self_signed).
 MINIMAL_SPEC = {
     "server_names": ["signal.example.org", "localhost"],
     "upstreams": [{"address": "127.0.0.1", "port": 8081}],
-    "tls": {"openssl_version": "OpenSSL 3.0.11 19 Sep 2023"},
+    "tls": {"openssl_version": "OpenSSL 3.0.11 19 Sep 2023", "crl": ""},
 }
 
 

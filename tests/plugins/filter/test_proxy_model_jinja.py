@@ -45,8 +45,8 @@ def test_model_through_jinja_matches_python(rendered):
     spec = {
         "server_names": ["signal.example.org", "localhost"],
         "upstreams": [{"address": "127.0.0.1", "port": 8081}, {"address": "127.0.0.1", "port": 8082, "weight": 2}],
-        # proxy_tls_crl's default: the local CA's CRL (tls_source self_signed).
-        "tls": {"openssl_version": "3.0.11", "crl": "/etc/webrtc-edge/tls/ca.crl"},
+        # Every other key left to the filter's defaults: the role's without facts, the CRL among them.
+        "tls": {"openssl_version": "3.0.11"},
     }
     assert data["model"] == json.loads(json.dumps(proxy.build_proxy_model(spec)))
     assert data["modules"] == apache.render_apache_modules(proxy.build_proxy_model(spec), apache_version="2.4.62")
