@@ -304,6 +304,7 @@ def test_proxy_logs_rotate_in_its_sandbox(name, unit):
 
 
 @pytest.mark.reloads_proxy
+@pytest.mark.changes_deployment  # coturn keeps its copy of the old certificate until turn.yml runs
 @proxy_params
 def test_proxy_serves_a_renewed_certificate_in_its_sandbox(name, unit):
     """playbooks/tls.yml with a renewal threshold beyond the certificate's lifetime: the tls role
@@ -329,6 +330,7 @@ def _hardening_var(unit: str) -> str:
 
 
 @pytest.mark.switches_sandbox
+@pytest.mark.changes_deployment
 @proxy_params
 def test_check_mode_predicts_and_changes_nothing(name, unit):
     host = inventory_host(name)
@@ -342,6 +344,7 @@ def test_check_mode_predicts_and_changes_nothing(name, unit):
 
 
 @pytest.mark.switches_sandbox
+@pytest.mark.changes_deployment
 @proxy_params
 def test_sandbox_switched_off_and_on(name, unit):
     host = inventory_host(name)

@@ -14,8 +14,8 @@ Shared checks
     scenario's own ``tests/test_*.py`` always run.
 Order
     Molecule passes the shared folder before the scenario's tests (it sorts the paths), so the
-    shared checks run first, module by module; then ``on_converged_hosts`` before, and
-    ``replaces_hosts`` after, everything else.
+    shared checks run first, module by module; then ``on_converged_hosts`` before everything
+    else, ``changes_deployment`` after it, and ``replaces_hosts`` last.
 """
 
 from __future__ import annotations
@@ -68,8 +68,10 @@ def _shared(item: pytest.Item) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Shared checks whose markers do not match ``--checks`` deselected. Then tests marked
-    ``on_converged_hosts`` first, before any test changes the hosts; tests marked
-    ``replaces_hosts`` last, so every other test sees the hosts converge made. Else file order."""
+    ``on_converged_hosts`` first, before any test changes the hosts; then the unmarked ones;
+    then ``changes_deployment`` (what they leave behind would fail the others: a certificate
+    renewed by playbooks/tls.yml alone is not yet coturn's); ``replaces_hosts`` last, so every
+    other test sees the hosts converge made. Else file order."""
     expression = config.getoption("checks").strip()
     selects = Expression.compile(expression) if expression else None
     known = {line.split(":")[0].strip() for line in config.getini("markers")}
@@ -90,6 +92,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def rank(item: pytest.Item) -> int:
         if item.get_closest_marker("on_converged_hosts"):
             return 0
-        return 2 if item.get_closest_marker("replaces_hosts") else 1
+        if item.get_closest_marker("replaces_hosts"):
+            return 3
+        return 2 if item.get_closest_marker("changes_deployment") else 1
 
     items.sort(key=rank)
