@@ -3,7 +3,8 @@
 One version (galaxy.yml, the app, the newest CHANGELOG release) and one licence (LICENSE,
 galaxy.yml, every role's meta, the app). `ansible-galaxy collection build` makes a tarball
 that `ansible-galaxy collection install` accepts, and the installed copy works on its own: its
-roles find their filters by full name, with neither this clone's ansible.cfg nor its paths.
+roles find their filters by full name, with neither this clone's ansible.cfg nor its paths. The
+repository installs from git too (`git+file://<clone>`, as from its URL).
 """
 
 from __future__ import annotations
@@ -166,3 +167,27 @@ def test_installed_model_reads_its_defaults_from_its_own_role(installed, tmp_pat
     collection = installed / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"]
     assert found["role"] == str(collection / "roles" / "proxy")
     assert found["defaults"] == json.loads(json.dumps(proxy.DEFAULTS))
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout: nothing to install from git")
+def test_installs_from_git(tmp_path):
+    """`ansible-galaxy collection install git+file://<clone>` (what a user does with the repository's
+    URL): the committed tree installs as webrtc_edge.edge, and ansible-doc reads its filter docs."""
+    target = tmp_path / "from-git"
+    env = dict(_isolated_env(target, tmp_path), ANSIBLE_COLLECTIONS_PATH=str(target))
+    install = subprocess.run(
+        [str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(target), f"git+file://{ROOT}"],
+        capture_output=True, text=True, env=env, check=False, timeout=300,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    collection = target / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"]
+    manifest = json.loads((collection / "MANIFEST.json").read_text())["collection_info"]
+    assert (manifest["namespace"], manifest["name"], manifest["version"]) == (
+        GALAXY["namespace"], GALAXY["name"], GALAXY["version"])
+    assert (collection / "roles" / "proxy" / "defaults" / "main.yml").is_file()
+    doc = subprocess.run(
+        [str(BIN / "ansible-doc"), "-t", "filter", "--json", f"{GALAXY['namespace']}.{GALAXY['name']}.proxy_model"],
+        capture_output=True, text=True, env=env, check=False, timeout=120,
+    )
+    assert doc.returncode == 0, doc.stdout + doc.stderr
+    assert json.loads(doc.stdout)[f"{GALAXY['namespace']}.{GALAXY['name']}.proxy_model"]["doc"]["name"] == "proxy_model"
