@@ -1,7 +1,7 @@
 """End-to-end tests of the browser client (static/) in Debian's Chromium.
 
 The real server runs as ``python -m signaling`` on a free loopback port;
-signaling.testing.browser, the driver molecule/browser_call.py uses too, opens
+signaling.testing.browser, the driver molecule/common/browser_checks.py uses too, opens
 the pages in Debian's Chromium with fake camera and microphone. index.html
 carries the strict Content-Security-Policy the proxy sets in production (as a
 <meta> tag), and the tests assert that the client never violates it.

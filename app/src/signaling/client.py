@@ -16,7 +16,7 @@ The peers take any aiohttp HTTP client: an :class:`aiohttp.ClientSession` (with 
 ``base_url``, or absolute URLs) or the test client of ``aiohttp.test_utils``. They do not
 own it. What a particular client adds (resending kept ``cseq`` messages, pacing,
 counters) belongs in a subclass or around a peer: see the app's tests,
-``molecule/load_driver.py`` and ``molecule/upgrade/tests/peers.py``.
+``tests/tools/load_driver.py`` and ``molecule/upgrade/tests/peers.py``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The one driver of every test that opens the client in a browser: the app's browser tests
 against a bare server (app/tests/test_browser.py, test_browser_turn.py, ``cd app && pytest -m
-browser``) and Molecule's call through a deployed proxy (molecule/browser_call.py, run with
+browser``) and Molecule's call through a deployed proxy (molecule/common/browser_checks.py, run with
 ``-c molecule/pytest.ini``). It knows the page: how Chromium is started for it, its URL
 parameters and its ``window.webrtcEdge`` test hooks (static/README.md, "Test hooks").
 
