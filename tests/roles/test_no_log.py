@@ -15,7 +15,8 @@ their values. A ``no_log`` on an enclosing block covers the tasks inside it. And
 may carry a secret in ``environment`` at all: with become, sudo logs it to the host's
 journal, ``no_log`` or not.
 
-Scanned: every task and handler file of every role, every playbook and site.yml.
+Scanned: every task and handler file of every role, the playbooks' task files
+(playbooks/tasks/, the wiring), every playbook and site.yml.
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def _walk(file: Path, tasks, inherited: bool = False) -> Iterator[Task]:
 def all_tasks() -> list[Task]:
     """Every task and handler in the roles, the playbooks and site.yml."""
     found: list[Task] = []
-    for file in sorted(ROLES_DIR.glob("*/tasks/*.yml")) + sorted(ROLES_DIR.glob("*/handlers/*.yml")):
+    task_files = sorted(ROLES_DIR.glob("*/tasks/*.yml")) + sorted(ROLES_DIR.glob("*/handlers/*.yml"))
+    for file in [*task_files, *sorted((ROOT / "playbooks" / "tasks").glob("*.yml"))]:  # + the wiring
         found += _walk(file, _load(file))
     for file in [*sorted((ROOT / "playbooks").glob("*.yml")), ROOT / "site.yml"]:
         for play in _load(file) or []:

@@ -74,7 +74,7 @@ def test_every_model_default_is_the_roles():
 def test_the_filter_alone_builds_what_the_role_builds():
     """Only the required keys given, the filter builds the model the role's whole spec builds."""
     spec = ansible_spec()
-    assert spec["files_from_disk"] is True and spec["tls"]["crl"] == "/etc/webrtc-edge/tls/ca.crl"
+    assert spec["files_from_disk"] is True and spec["tls"]["crl"] == ""
     alone = proxy.build_proxy_model({key: spec[key] for key in ("server_names", "upstreams")})
     assert alone == proxy.build_proxy_model(spec)
 
@@ -120,6 +120,6 @@ def test_an_entry_that_needs_the_inventory_has_no_default():
     """What plain Jinja cannot render (server names from facts or the inventory) stays required."""
     scope = role_defaults.role_scope()
     assert "proxy_server_names" not in scope and "proxy_uploads_host" not in scope
-    assert scope["proxy_keepalive"] == 32 and scope["proxy_tls_crl"] == "/etc/webrtc-edge/tls/ca.crl"
+    assert scope["proxy_keepalive"] == 32 and scope["proxy_tls_crl"] == ""
     with pytest.raises(ValueError, match="missing required key 'server_names'"):
         proxy.build_proxy_model({"upstreams": ENDPOINTS})

@@ -65,7 +65,7 @@ def test_model_defaults(spec):
     assert model["tls"]["certificate_key"] == "/etc/webrtc-edge/tls/privkey.pem"
     assert model["tls"]["crl"] is None  # MINIMAL_SPEC: none
     del spec["tls"]["crl"]
-    assert proxy.build_proxy_model(spec)["tls"]["crl"] == "/etc/webrtc-edge/tls/ca.crl"  # the local CA's
+    assert proxy.build_proxy_model(spec)["tls"]["crl"] is None  # the role's default: none (site.yml wires the CA's)
     assert model["hsts"]["value"] == "max-age=63072000; includeSubDomains"
     assert model["limits"] == {"api_rate": 10, "api_burst": 20, "conn_per_address": 100, "body_max": 10551296}
     assert model["timeouts"] == {"connect": 5, "read": 30, "api_read": 45, "ws_read": 90,
