@@ -2,7 +2,8 @@
 
 Every host is this machine (ansible_connection=local) under another name, so the real
 play runs, in --check mode, with real facts. Bad inventories must fail before anything
-changes, with a message that names the problem; a good one publishes the endpoints.
+changes, with a message that names the problem; a good one publishes the endpoints and
+wires the roles together (playbooks/tasks/wire_*.yml).
 """
 
 from __future__ import annotations
@@ -36,6 +37,22 @@ SHOW = """
     - name: Firewall
       ansible.builtin.debug:
         var: __firewall_model
+- name: Show the wiring (playbooks/tasks/wire_*.yml)
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Wiring
+      ansible.builtin.debug:
+        msg:
+          bind_address: "{{{{ signaling_app_bind_address | default(None) }}}}"
+          redis_url: "{{{{ signaling_app_redis_url | default(None) }}}}"
+          trusted_proxies: "{{{{ signaling_app_trusted_proxies | default(None) }}}}"
+          turn_urls: "{{{{ signaling_app_turn_urls | default(None) }}}}"
+          turn_secret_set: "{{{{ signaling_app_turn_secret | default('') | length > 0 }}}}"
+          body_max: "{{{{ proxy_body_max | default(None) }}}}"
+          heartbeat: "{{{{ proxy_app_heartbeat | default(None) }}}}"
+          server_names: "{{{{ proxy_server_names | default(None) }}}}"
+          crl: "{{{{ proxy_tls_crl | default(None) }}}}"
 """
 
 
@@ -72,7 +89,7 @@ def _play(tmp_path: Path, inventory: Path, **env_vars: str) -> tuple[int, str, d
         [str(ANSIBLE_PLAYBOOK), "--check", "-i", str(inventory), str(playbook)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
-    shown: dict[str, dict] = {"Endpoints": {}, "Firewall": {}}
+    shown: dict[str, dict] = {"Endpoints": {}, "Firewall": {}, "Wiring": {}}
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -81,7 +98,7 @@ def _play(tmp_path: Path, inventory: Path, **env_vars: str) -> tuple[int, str, d
         for task in play["tasks"]:
             name = task["task"]["name"]
             if name in shown:
-                var = {"Endpoints": "signaling_app_endpoints", "Firewall": "__firewall_model"}[name]
+                var = {"Endpoints": "signaling_app_endpoints", "Firewall": "__firewall_model", "Wiring": "msg"}[name]
                 shown[name] = {h: r[var] for h, r in task["hosts"].items()}
     return proc.returncode, proc.stdout + proc.stderr, shown
 
@@ -118,6 +135,39 @@ def test_multi_host_endpoints(tmp_path):
     assert endpoints["app3"] == [
         {"address": "10.0.0.13", "port": 9000, "weight": 1, "backup": True, "max_fails": 3, "fail_timeout": 10},
     ]
+
+
+def test_wiring_follows_the_deployment_and_keeps_what_the_inventory_sets(tmp_path):
+    """Apart hosts: the app listens on the host's address, uses the redis host's URL and the
+    TURN host's URLs and secret, believes the proxy; the proxy follows the app's upload limit
+    and heartbeat and the certificate's names and CRL. What the inventory sets (app2's
+    address, the proxy's heartbeat) stays."""
+    inv = _inventory(
+        tmp_path,
+        {
+            "signaling_app": {"app1": {"signaling_app_instances": 1},
+                              "app2": {"signaling_app_instances": 1, "signaling_app_bind_address": "10.0.0.12"}},
+            "proxy": {"edge1": {"proxy_app_heartbeat": 45, "tls_server_names": ["signal.example.org"]}},
+            "redis": {"redis1": None},
+            "turn": {"turn1": None},
+        },
+        signaling_app_upload_max_size=20971520,
+    )
+    rc, out, shown = _play(tmp_path, inv)
+    assert rc == 0, out
+    wiring, endpoints = shown["Wiring"], shown["Endpoints"]
+    address = endpoints["app1"][0]["address"]
+    assert address not in ("127.0.0.1", "10.0.0.12")  # the host's own: its proxy is another host
+    assert wiring["app1"]["bind_address"] == address
+    assert wiring["app2"]["bind_address"] == "10.0.0.12"
+    assert wiring["app1"]["redis_url"].startswith("redis://") and wiring["app1"]["redis_url"].endswith(":6379/0")
+    assert wiring["app1"]["trusted_proxies"] == ["127.0.0.1/32", "::1/128", address]
+    turn_urls = wiring["app1"]["turn_urls"]
+    assert turn_urls and all(url.startswith(("turn:", "turns:")) for url in turn_urls)
+    assert wiring["app1"]["turn_secret_set"] is True
+    proxy = wiring["edge1"]
+    assert (proxy["body_max"], proxy["heartbeat"]) == (20971520 + 65536, 45)
+    assert (proxy["server_names"], proxy["crl"]) == (["signal.example.org"], "/etc/webrtc-edge/tls/ca.crl")
 
 
 def test_instances_default_to_one_per_cpu_on_loopback(tmp_path):
