@@ -186,6 +186,34 @@ async def test_polling_counts_signaling_lost(make_client):
     assert (poller.lost, poller.last_seq) == (6, 10)
 
 
+async def test_poll_until_hands_on_counts_lost_and_retries_until_stopped(make_client):
+    client = await make_client(resume_queue=4)
+    poller, peer = await PollingPeer.create(client), await WsPeer.connect(client)
+    for n in range(10):
+        await peer.send(type="candidate", to=poller.id, data=n)
+    stop, got, lost, failed = asyncio.Event(), [], [], []
+
+    def handle(msg):
+        got.append(msg["data"])
+        if len(got) == 4:
+            stop.set()
+
+    await asyncio.wait_for(poller.poll_until(stop, handle, wait=1, on_lost=lost.append), 10)
+    assert (got, lost, poller.last_seq) == ([6, 7, 8, 9], [6], 10)
+
+    await poller.close()  # every poll now fails with 401: tried again until stopped
+
+    def retry(exc):
+        failed.append(exc)
+        if len(failed) == 3:
+            stop.set()
+
+    stop.clear()
+    await asyncio.wait_for(poller.poll_until(stop, handle, wait=0, retry_delay=0.01, on_retry=retry), 10)
+    assert {type(exc) for exc in failed} == {HTTPStatusError}
+    assert failed[0].status == 401
+
+
 async def test_a_client_session_works_as_well_as_the_test_client(client):
     async with aiohttp.ClientSession(base_url=str(client.make_url("/"))) as http:
         ws_peer = await WsPeer.connect(http, heartbeat=None)

@@ -57,9 +57,9 @@ async def run_playbook(playbook: str, log: Path, *extra: str) -> None:
     argv = ["ansible-playbook", "-i", str(INVENTORY), playbook]
     for var in extra:
         argv += ["-e", var]
-    env = {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}  # task timings in the log
+    # The verifier's environment has the provisioner's: the same slowest-task summary as converge.
     proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=PROJECT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *argv, cwd=PROJECT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     out, _ = await proc.communicate()
     await asyncio.to_thread(log.write_bytes, out)

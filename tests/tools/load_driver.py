@@ -328,18 +328,14 @@ class PollingPeer(Peer):
         await asyncio.wait_for(self.joined.wait(), 30)
 
     async def _poll(self) -> None:
-        conn = self.conn
-        while not self.stop.is_set():
-            try:
-                lost = conn.lost
-                msgs = await conn.poll(POLL_WAIT, ack=conn.last_seq)
-                if conn.lost > lost:
-                    self.seq_anomalies.append(f"{self.name}: Signaling-Lost {conn.lost - lost}")
-                for msg in msgs:
-                    self.handle(msg)
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, client.HTTPStatusError):
-                self.retries += 1
-                await asyncio.sleep(RETRY_DELAY)
+        def lost(n: int) -> None:
+            self.seq_anomalies.append(f"{self.name}: Signaling-Lost {n}")
+
+        def retry(_exc: BaseException) -> None:
+            self.retries += 1
+
+        await self.conn.poll_until(self.stop, self.handle, wait=POLL_WAIT, retry_delay=RETRY_DELAY,
+                                   on_lost=lost, on_retry=retry)
 
     async def flush(self) -> None:
         """POST everything kept until a 202 confirms it (a retry repeats nothing)."""

@@ -366,6 +366,29 @@ class PollingPeer(Peer):
                 expected = msg["seq"] + 1
         return msgs
 
+    async def poll_until(self, stop: asyncio.Event, handle: Callable[[Message], None], *,
+                         wait: float = 10, retry_delay: float = 0.5,
+                         on_lost: Callable[[int], None] | None = None,
+                         on_retry: Callable[[BaseException], None] | None = None) -> None:
+        """Long-poll until ``stop`` is set, acknowledging what came before: each message goes to
+        ``handle``, each ``Signaling-Lost`` count to ``on_lost``. A poll that fails (network,
+        timeout, a status other than ``200``, a body that is not JSON) goes to ``on_retry`` and
+        is tried again after ``retry_delay`` seconds: the session outlives a proxy or app
+        restart for as long as the server keeps it (docs/protocol.md, "Transport B")."""
+        while not stop.is_set():
+            lost = self.lost
+            try:
+                msgs = await self.poll(wait, ack=self.last_seq)
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, HTTPStatusError) as exc:
+                if on_retry is not None:
+                    on_retry(exc)
+                await asyncio.sleep(retry_delay)
+                continue
+            if self.lost > lost and on_lost is not None:
+                on_lost(self.lost - lost)
+            for msg in msgs:
+                handle(msg)
+
     def _deadline(self, timeout: float | None) -> float:
         seconds = self._timeout(timeout)
         return time.monotonic() + (float("inf") if seconds is None else seconds)

@@ -319,18 +319,14 @@ class PollingPeer(Peer):
         await self.joined.wait()
 
     async def _poll(self) -> None:
-        conn = self._conn
-        while not self._stop.is_set():
-            try:
-                lost = conn.lost
-                msgs = await conn.poll(POLL_WAIT, ack=conn.last_seq)
-                if conn.lost > lost:
-                    self.anomalies.append(f"{self.name}: Signaling-Lost {conn.lost - lost}")
-                for msg in msgs:
-                    self._handle(msg, self._names)
-            except (aiohttp.ClientError, OSError, client.HTTPStatusError):
-                self.retries += 1
-                await asyncio.sleep(RETRY_DELAY)
+        def lost(n: int) -> None:
+            self.anomalies.append(f"{self.name}: Signaling-Lost {n}")
+
+        def retry(_exc: BaseException) -> None:
+            self.retries += 1
+
+        await self._conn.poll_until(self._stop, lambda msg: self._handle(msg, self._names), wait=POLL_WAIT,
+                                    retry_delay=RETRY_DELAY, on_lost=lost, on_retry=retry)
 
     async def _flush(self) -> None:
         """POST everything not yet taken, until a 202 says it was."""
