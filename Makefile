@@ -116,14 +116,14 @@ browser-test: venv  ## the app's client in Debian's chromium (Playwright)
 	cd app && ../$(PYTEST) -q -m browser
 
 molecule: venv  ## end-to-end on systemd containers, every scenario but resilience (builds the image first)
-	bash tests/tools/build-image.sh
+	bash molecule/image/build.sh
 	for scenario in $(SCENARIOS); do bash tests/tools/run-scenario.sh $$scenario; done
 
 resilience: resilience-scenario  ## 1,000 peers through faults, nothing lost: nginx, then Apache (figures in molecule/artifacts/)
 	@$(PY) tests/tools/report.py
 
 resilience-scenario: venv
-	bash tests/tools/build-image.sh
+	bash molecule/image/build.sh
 	bash tests/tools/run-scenario.sh resilience
 	MOLECULE_PROXY=apache bash tests/tools/run-scenario.sh resilience
 
