@@ -11,8 +11,14 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 PYTEST    := $(VENV)/bin/pytest
 PROXY     ?= nginx
-# Molecule scenarios `make molecule` runs (resilience has its own target: it is long).
-SCENARIOS ?= acme apache cluster default local upgrade
+# Molecule runs, SCENARIO@RELEASE[+PROXY] (tests/tools/run-matrix.sh; `make molecule JOBS=2` runs
+# two at a time): `make molecule` runs every scenario but resilience, which has its own list (it is long).
+MOLECULE_RUNS   ?= acme@bookworm apache@bookworm cluster@bookworm default@bookworm local@bookworm upgrade@bookworm
+RESILIENCE_RUNS ?= resilience@bookworm resilience@bookworm+apache
+# Issue 14's release axis, once its run times are measured (the rest on trixie only):
+#   MOLECULE_RUNS ?= default@bookworm default@trixie apache@bookworm apache@trixie local@bookworm local@trixie \
+#                    upgrade@bookworm upgrade@trixie cluster@bookworm cluster@trixie acme@trixie
+#   RESILIENCE_RUNS ?= resilience@trixie resilience@trixie+apache
 INVENTORY ?= inventories/local
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 # Not root: Ansible asks for the sudo password once.
@@ -115,17 +121,14 @@ app-test: venv  ## the signaling app on both hubs (memory, real redis-server)
 browser-test: venv  ## the app's client in Debian's chromium (Playwright)
 	cd app && ../$(PYTEST) -q -m browser
 
-molecule: venv  ## end-to-end on systemd containers, every scenario but resilience (builds the image first)
-	bash tests/tools/build-image.sh
-	for scenario in $(SCENARIOS); do bash tests/tools/run-scenario.sh $$scenario; done
+molecule: venv  ## end-to-end on systemd containers: MOLECULE_RUNS, every scenario but resilience (builds images first)
+	bash tests/tools/run-matrix.sh $(MOLECULE_RUNS)
 
 resilience: resilience-scenario  ## 1,000 peers through faults, nothing lost: nginx, then Apache (figures in molecule/artifacts/)
 	@$(PY) tests/tools/report.py
 
 resilience-scenario: venv
-	bash tests/tools/build-image.sh
-	bash tests/tools/run-scenario.sh resilience
-	MOLECULE_PROXY=apache bash tests/tools/run-scenario.sh resilience
+	bash tests/tools/run-matrix.sh $(RESILIENCE_RUNS)
 
 bench: venv  ## benchmarks, see bench/README.md
 	$(MAKE) -C bench all PY=$(abspath $(PY))

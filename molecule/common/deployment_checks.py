@@ -275,10 +275,13 @@ def _stopped(site: Site, instances: list[Instance]) -> Iterator[None]:
 
 
 def artifacts_dir() -> Path:
-    """``molecule/artifacts/<scenario>/``: what a run keeps for people to read
-    (scanner output, measured figures; tests/tools/report.py prints them)."""
-    scenario = os.environ["MOLECULE_SCENARIO_NAME"]
-    return Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule" / "artifacts" / scenario
+    """``molecule/artifacts/<label>/``: what a run keeps for people to read (scanner output,
+    measured figures; tests/tools/report.py prints them), under the label tests/tools/run-scenario.sh
+    gives the run, ``<scenario>[-<proxy>]-<release>``, from the same variables."""
+    proxy = os.environ.get("MOLECULE_PROXY")
+    release = os.environ.get("MOLECULE_DISTRO") or "bookworm"  # the molecule.yml files' default
+    label = "-".join(filter(None, [os.environ["MOLECULE_SCENARIO_NAME"], proxy, release]))
+    return Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule" / "artifacts" / label
 
 
 def run_async(coro):

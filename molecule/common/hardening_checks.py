@@ -8,7 +8,7 @@ group of their own too (``redis_restarts``: only cluster runs it).
 TLS, graded by testssl.sh (the Debian package, >= 3.2, installed by tests/setup-host.sh)
     run once per scenario against the proxy's published 443 on 127.0.0.1 with the
     certificate's name and the run's CA; its JSON and log are kept in
-    ``molecule/artifacts/<scenario>/testssl.{json,log}``. Proven from its findings: no
+    ``molecule/artifacts/<label>/testssl.{json,log}``. Proven from its findings: no
     finding rated HIGH or CRITICAL and nothing VULNERABLE (BREACH
     included: the HTML page is not compressed); SSLv2, SSLv3, TLS 1.0 and 1.1
     not offered, TLS 1.2 and 1.3 offered; no CBC, 3DES or RC4 cipher offered; HSTS

@@ -543,7 +543,7 @@ FLOOD_ATTEMPTS = 5
 def test_flooding_peer_rate_limited_without_slowing_others(site):
     """Every flood is rate-limited (the instances count it), then cut off (1008, or 1006 when
     the reset beat the close frame); quiet peers' median round trips
-    stay within 2x (figures in molecule/artifacts/<scenario>/flood.json). This host is shared
+    stay within 2x (figures in molecule/artifacts/<label>/flood.json). This host is shared
     with other runs whose load comes and goes: a measurement over 2x is taken again, up to
     FLOOD_ATTEMPTS times, and every one is shown."""
     # One quiet peer per instance (the balancer spreads them), so a flooder always shares an
@@ -582,7 +582,7 @@ def test_flooding_peer_rate_limited_without_slowing_others(site):
 
 
 def _write_flood_artifact(attempts: list[tuple[list[float], list[float]]], floods: list[dict]) -> None:
-    """``molecule/artifacts/<scenario>/flood.json``: the round trips and floods, for tests/tools/report.py."""
+    """``molecule/artifacts/<label>/flood.json``: the round trips and floods, for tests/tools/report.py."""
     out = artifacts_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / "flood.json").write_text(json.dumps({

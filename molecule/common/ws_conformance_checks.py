@@ -9,7 +9,7 @@ instances. The cases that answer differently through a proxy say so per path
 (``rfc6455.NGINX``, ``rfc6455.APACHE``) and why. The memory cases read every app
 instance's resident set on its host (``/proc/<MainPID>/status`` of each
 ``signaling@<port>``, reset through ``clear_refs`` before each attack); their figures
-go to ``molecule/artifacts/<scenario>/ws_memory.json`` (tests/tools/report.py prints them).
+go to ``molecule/artifacts/<label>/ws_memory.json`` (tests/tools/report.py prints them).
 """
 
 from __future__ import annotations

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Run one Molecule scenario: `molecule test -s NAME`, its whole output kept in
-# molecule/artifacts/NAME[-PROXY]/molecule.log. When it fails, the last lines
+# Run one Molecule scenario: `molecule test -s NAME` on the release MOLECULE_DISTRO
+# names (bookworm, the default, or trixie), its whole output kept in
+# molecule/artifacts/LABEL/molecule.log, LABEL being NAME[-PROXY]-RELEASE (the
+# checks keep their figures beside it: artifacts_dir() in
+# molecule/common/deployment_checks.py). When it fails, the last lines
 # printed name what failed (pytest's FAILED/ERROR lines and the assertion
 # messages above them), since a CI log is often read from its tail only.
+# The release's image must be there (molecule/image/build.sh;
+# tests/tools/run-matrix.sh builds it first).
 #
 #   bash tests/tools/run-scenario.sh cluster
+#   MOLECULE_DISTRO=trixie bash tests/tools/run-scenario.sh default
 #   MOLECULE_PROXY=apache bash tests/tools/run-scenario.sh resilience
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
 scenario=${1:?usage: run-scenario.sh SCENARIO}
-label=$scenario${MOLECULE_PROXY:+-$MOLECULE_PROXY}
+# Molecule (the image in molecule.yml) and the checks (artifacts_dir()) read it too.
+export MOLECULE_DISTRO=${MOLECULE_DISTRO:-bookworm}
+label=$scenario${MOLECULE_PROXY:+-$MOLECULE_PROXY}-$MOLECULE_DISTRO
 log=molecule/artifacts/$label/molecule.log
 mkdir -p "$(dirname "$log")"
 

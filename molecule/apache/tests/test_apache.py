@@ -1,4 +1,4 @@
-"""apache scenario: one Debian 12 host in every group, behind Apache.
+"""apache scenario: one Debian host in every group, behind Apache.
 
 The same deployment as default with ``proxy_server: apache``: the shared
 checks (molecule/common/deployment_checks.py) and the real browser call

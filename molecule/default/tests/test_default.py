@@ -1,4 +1,4 @@
-"""default scenario: one Debian 12 host in every group, behind nginx.
+"""default scenario: one Debian host in every group, behind nginx.
 
 The shared checks (molecule/common/deployment_checks.py: services, sockets,
 files, TLS, headers, redirects, WebSocket and polling signaling, failover,

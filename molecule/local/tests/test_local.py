@@ -1,4 +1,4 @@
-"""local scenario: the README's quick start on a fresh Debian 12 machine (issue 3, "Done when").
+"""local scenario: the README's quick start on a fresh Debian machine (issue 3, "Done when").
 
 The deploys ran *inside* the test host, from a copy of this working tree, by
 exactly the README's commands (converge.yml, side_effect.yml): ``make deploy``

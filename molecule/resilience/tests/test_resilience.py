@@ -34,7 +34,8 @@ every sender sent. The tests prove, one property each:
 
 The figures (messages sent, delivered, lost, duplicated, resumes, the longest
 time any peer could not send, each fault's timing) are printed (``-s``) and
-written to molecule/artifacts/resilience-<proxy>.json.
+written to molecule/artifacts/<label>/resilience.json (the run's label, e.g.
+resilience-apache-trixie: tests/tools/run-scenario.sh).
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployment_checks import _FETCH_ON_HOST, SITE_NAME, STATUS_PORT
+from deployment_checks import _FETCH_ON_HOST, SITE_NAME, STATUS_PORT, artifacts_dir
 from load_driver import Load
-from releases import PROJECT, app_copy, bumped, release_n, run_playbook
+from releases import app_copy, bumped, release_n, run_playbook
 from testinfra_helpers import (
     container_address,
     instance_ports,
@@ -69,7 +70,6 @@ testinfra_hosts = inventory_hosts("proxy")
 pytestmark = pytest.mark.timeout(1800)
 
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
-ARTIFACTS = PROJECT / "molecule" / "artifacts"
 # RESILIENCE_PEERS: fewer peers, for a quicker run while developing (the issue asks for 1,000).
 PEERS = int(os.environ.get("RESILIENCE_PEERS", "1000"))
 POLLING_SHARE = 0.1
@@ -279,8 +279,8 @@ def run() -> Run:
     load, load_s, faults = asyncio.run(under_load(kind, source))
     result = Run(proxy=kind, version=version, load_s=load_s, report=load.report(), problems=load.problems(),
                  faults=faults)
-    ARTIFACTS.mkdir(exist_ok=True)
-    artifact = ARTIFACTS / f"resilience-{kind}.json"
+    artifact = artifacts_dir() / "resilience.json"
+    artifact.parent.mkdir(parents=True, exist_ok=True)
     artifact.write_text(json.dumps(asdict(result), indent=2) + "\n")
     print(f"\nresilience ({kind}), {load_s} s of load: {json.dumps(result.report)}")
     for fault in faults.values():

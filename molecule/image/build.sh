@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Build the Debian 12 image that Molecule's test hosts run from, with systemd
-# as PID 1, and make sure a Docker engine is there to run it.
+# Build the Debian image that Molecule's test hosts run from, with systemd as
+# PID 1, for one release: webrtc-edge/debian-systemd:<release>, the image every
+# molecule/*/molecule.yml names through MOLECULE_DISTRO. Also makes sure a Docker
+# engine is there to run it.
 #
 # No container registry is reachable, so the image comes from Debian's archive:
 # debootstrap (minbase) into a scratch folder, a few container tweaks in the
 # chroot, then `docker import`. Idempotent: each step is skipped when its
-# result is already there, and the image is rebuilt only when this script
-# changes (its sha256 is stored as an image label).
+# result is already there, and an image is rebuilt only when this script or
+# its settings change (their sha256, release included, is stored as an image
+# label, so each release's image is current or not on its own).
 #
-#   bash tests/tools/build-image.sh           # engine + image, reused when current
-#   WEBRTC_EDGE_IMAGE_REBUILD=1 bash ...    # force a fresh image
+#   bash molecule/image/build.sh                          # bookworm, reused when current
+#   MOLECULE_DISTRO=trixie bash molecule/image/build.sh   # trixie
+#   WEBRTC_EDGE_IMAGE_REBUILD=1 bash ...                  # force a fresh image
 #
 # Environment (all optional):
-#   WEBRTC_EDGE_IMAGE          image reference  (webrtc-edge/debian12-systemd:latest)
+#   MOLECULE_DISTRO            the release: bookworm (the default) or trixie
 #   WEBRTC_EDGE_IMAGE_REBUILD  1 = rebuild even when current
 #   DEBIAN_MIRROR              archive for debootstrap and the image's apt
 #                              (http://deb.debian.org/debian)
@@ -22,8 +26,8 @@
 #                              (/var/cache/webrtc-edge/debootstrap)
 set -euo pipefail
 
-IMAGE=${WEBRTC_EDGE_IMAGE:-webrtc-edge/debian12-systemd:latest}
-SUITE=bookworm
+SUITE=${MOLECULE_DISTRO:-bookworm}
+IMAGE=webrtc-edge/debian-systemd:$SUITE
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
@@ -67,6 +71,13 @@ MASK_UNITS=(
 
 log() { printf '[image] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# The releases the test hosts come in, and each one's version number.
+case $SUITE in
+  bookworm) VERSION=12 ;;
+  trixie) VERSION=13 ;;
+  *) die "MOLECULE_DISTRO=$SUITE: no such test host image; allowed: bookworm, trixie" ;;
+esac
 
 as_root() {
   if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi
@@ -220,7 +231,7 @@ build_image() {
     --change 'ENV container=docker' \
     --change 'CMD ["/lib/systemd/systemd"]' \
     --change "LABEL $HASH_LABEL=$hash" \
-    --change "LABEL org.opencontainers.image.description=\"Debian 12 with systemd, webrtc-edge Molecule test host\"" \
+    --change "LABEL org.opencontainers.image.description=\"Debian $VERSION ($SUITE) with systemd, webrtc-edge Molecule test host\"" \
     --message "webrtc-edge test host, build $hash" \
     - "$IMAGE" >/dev/null
 
