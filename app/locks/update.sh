@@ -24,9 +24,18 @@ cd "$(dirname "$0")"
 # "<python3 version> <glibc version>" of each Debian release we deploy to.
 targets=(
   "3.11.2 2.36"   # Debian 12 (bookworm)
+  "3.13.5 2.41"   # Debian 13 (trixie)
 )
 # Machines every lock covers, as wheel tags and `uname -m` spell them.
 arches=(x86_64 aarch64)
+# The newest glibc this uv resolves for (`--python-platform <arch>-manylinux_2_<N>`; uv 0.13
+# stops at 2.40). A target with a newer glibc is resolved at this one: that can only leave out
+# wheels that need the newer glibc, never let in one the target cannot load, and the lock still
+# holds the sha256 of every file of each version it pins, so the target's own pip, which takes
+# wheels up to its glibc, finds the hash of whichever file it picks.
+uv_glibc=$("$uv" pip compile --help | grep -oE "${arches[0]}-manylinux_2_[0-9]+" \
+  | sed -E 's/.*_2_/2./' | sort -t. -k2,2n | tail -n 1)
+[ -n "$uv_glibc" ] || { echo "update.sh: $uv names no manylinux platforms" >&2; exit 1; }
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -45,9 +54,11 @@ for target in "${targets[@]}"; do
   read -r python glibc <<<"$target"
   minor=${python%.*}
   lock=py$minor.txt
+  resolve_glibc=$glibc
+  if [ "${glibc#2.}" -gt "${uv_glibc#2.}" ]; then resolve_glibc=$uv_glibc; fi
   for arch in "${arches[@]}"; do
     compile "$scratch/$arch" "$lock" ../pyproject.toml "${@}" \
-      --python-version "$python" --python-platform "$arch-manylinux_${glibc/./_}"
+      --python-version "$python" --python-platform "$arch-manylinux_${resolve_glibc/./_}"
   done
   for arch in "${arches[@]}"; do
     if ! cmp -s "$scratch/${arches[0]}" "$scratch/$arch"; then
@@ -67,7 +78,8 @@ for target in "${targets[@]}"; do
     cat "$scratch/${arches[0]}"
   } > "$scratch/$lock"
   mv "$scratch/$lock" "$lock"
-  echo "update.sh: $lock: $(grep -cE '^[A-Za-z0-9]' "$lock") packages for Python $python on ${arches[*]}"
+  echo "update.sh: $lock: $(grep -cE '^[A-Za-z0-9]' "$lock") packages for Python $python on ${arches[*]}" \
+    "(glibc $glibc$([ "$resolve_glibc" = "$glibc" ] || echo ", resolved at $resolve_glibc"))"
 done
 
 # The build backend runs on the controller, whichever Python it has (the app's

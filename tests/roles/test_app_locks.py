@@ -29,10 +29,23 @@ def test_every_target_of_the_script_has_its_lock():
         assert (header["python"], header["glibc"]) == (python, glibc)
 
 
-def test_debian_12_on_both_machines_is_covered():
-    header = lock_header(LOCKS / "py3.11.txt")
-    assert header["python"] == "3.11.2"
+@pytest.mark.parametrize(("lock", "python", "glibc"),
+                         [("py3.11.txt", "3.11.2", "2.36"), ("py3.13.txt", "3.13.5", "2.41")],
+                         ids=["debian-12", "debian-13"])
+def test_each_debian_release_on_both_machines_is_covered(lock, python, glibc):
+    header = lock_header(LOCKS / lock)
+    assert (header["python"], header["glibc"]) == (python, glibc)
     assert set(header["arches"].split()) == {"x86_64", "aarch64"}
+
+
+def test_every_lock_pins_the_versions_the_app_is_tested_with():
+    """The app's tests run on the controller's Python 3.11 with py3.11.txt's versions (Makefile
+    APP_LOCK): a package every lock has is at the same version in all of them."""
+    tested = read_lock(LOCKS / "py3.11.txt")
+    for lock in TARGET_LOCKS:
+        for name, (version, _) in read_lock(lock).items():
+            if name in tested:
+                assert version == tested[name][0], f"{lock.name} pins {name}=={version}, py3.11.txt {tested[name][0]}"
 
 
 @pytest.mark.parametrize("lock", TARGET_LOCKS, ids=lambda p: p.name)
