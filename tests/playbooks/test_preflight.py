@@ -72,19 +72,36 @@ def _inventory(tmp_path: Path, groups: dict[str, dict], **all_vars) -> Path:
     return path
 
 
-def _play(tmp_path: Path, inventory: Path, **env_vars: str) -> tuple[int, str, dict[str, dict]]:
-    """Run the preflight; its exit code, output, and what it published per host: "Endpoints"
-    (signaling_app_endpoints) and "Firewall" (the firewall role's model)."""
+def _platform_play(platform: dict[str, str]) -> str:
+    """A play before the preflight that makes every host look like ``platform`` (facts without their
+    ``ansible_`` prefix): it gathers the real facts, then overrides these in the fact cache. The
+    preflight gathers no more (gathering = smart, ansible.cfg) and its checks read the cache."""
+    return yaml.safe_dump([{
+        "name": "Fake the platform",
+        "hosts": "all",
+        "gather_facts": True,
+        "tasks": [{
+            "name": "Platform facts",
+            "ansible.builtin.set_fact": {"cacheable": True, **{f"ansible_{k}": v for k, v in platform.items()}},
+        }],
+    }], sort_keys=False)
+
+
+def _play(tmp_path: Path, inventory: Path, platform: dict[str, str] | None = None,
+          **env_vars: str) -> tuple[int, str, dict[str, dict]]:
+    """Run the preflight, on this machine's platform or a made-up one; its exit code, output, and
+    what it published per host: "Endpoints" (signaling_app_endpoints) and "Firewall" (the firewall
+    role's model). ``env_vars`` go to Ansible's environment, over the settings below."""
     playbook = tmp_path / "show.yml"
-    playbook.write_text(SHOW.format(root=ROOT))
-    env = dict(
-        os.environ,
+    playbook.write_text((_platform_play(platform) if platform else "") + SHOW.format(root=ROOT))
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_CACHE_PLUGIN": "memory",
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",  # replaces the timing callbacks of ansible.cfg
         **env_vars,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_CACHE_PLUGIN="memory",
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_CALLBACKS_ENABLED="ansible.posix.json",  # replaces the timing callbacks of ansible.cfg
-    )
+    }
     proc = subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "--check", "-i", str(inventory), str(playbook)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
@@ -293,6 +310,82 @@ def test_bad_inventory_fails_early(tmp_path, groups, all_vars, message):
     rc, out, _ = _run(tmp_path, _inventory(tmp_path, groups, **all_vars))
     assert rc != 0
     assert message in out
+
+
+
+# -- platforms (playbooks/vars/platforms.yml) -------------------------------------------------
+# The facts Ansible gathers, as they are on each platform.
+PLATFORMS = {
+    "debian12": {"distribution": "Debian", "distribution_version": "12.11", "distribution_major_version": "12",
+                 "distribution_release": "bookworm", "os_family": "Debian"},
+    "debian13": {"distribution": "Debian", "distribution_version": "13.1", "distribution_major_version": "13",
+                 "distribution_release": "trixie", "os_family": "Debian"},
+    "debian11": {"distribution": "Debian", "distribution_version": "11.11", "distribution_major_version": "11",
+                 "distribution_release": "bullseye", "os_family": "Debian"},
+    "ubuntu2404": {"distribution": "Ubuntu", "distribution_version": "24.04", "distribution_major_version": "24",
+                   "distribution_release": "noble", "os_family": "Debian"},
+    "rocky9": {"distribution": "Rocky", "distribution_version": "9.5", "distribution_major_version": "9",
+               "distribution_release": "Blue Onyx", "os_family": "RedHat"},
+}
+ONE_APP_HOST = {"signaling_app": {"one": {"signaling_app_instances": 1}}, "proxy": {"one": None}}
+SUPPORTED = "webrtc-edge supports Debian 12 (bookworm), Debian 13 (trixie)."
+# What follows the platform check in the preflight: none of it runs on a refused host.
+AFTER_THE_CHECK = ("Warn that this platform is untested", "Read the installed packages")
+
+
+@pytest.mark.parametrize("platform", ["debian12", "debian13"])
+def test_supported_platform_passes_without_warning(tmp_path, platform):
+    rc, out, shown = _play(tmp_path, _inventory(tmp_path, ONE_APP_HOST), PLATFORMS[platform])
+    assert rc == 0, out
+    assert shown["Endpoints"]["one"]
+    assert "does not test" not in out
+
+
+@pytest.mark.parametrize(
+    ("platform", "all_vars", "message"),
+    [
+        pytest.param(
+            "ubuntu2404", {},
+            f"one runs Ubuntu 24.04 (noble); {SUPPORTED} To try another Debian release or a Debian derivative all "
+            "the same, set webrtc_edge_allow_untested_platform: true",
+            id="ubuntu",
+        ),
+        pytest.param(
+            "debian11", {},
+            f"one runs Debian 11.11 (bullseye); {SUPPORTED} To try",
+            id="debian-11",
+        ),
+        pytest.param(
+            "rocky9", {},
+            f"one runs Rocky 9.5 (Blue Onyx); {SUPPORTED} Its OS family is RedHat, not Debian: the roles install "
+            "with apt, so webrtc_edge_allow_untested_platform does not let it through.",
+            id="redhat",
+        ),
+        pytest.param(
+            "rocky9", {"webrtc_edge_allow_untested_platform": True},
+            f"one runs Rocky 9.5 (Blue Onyx); {SUPPORTED} Its OS family is RedHat, not Debian",
+            id="redhat-with-the-flag",
+        ),
+    ],
+)
+def test_other_platform_fails_before_anything_runs(tmp_path, platform, all_vars, message):
+    rc, out, _ = _play(tmp_path, _inventory(tmp_path, ONE_APP_HOST, **all_vars), PLATFORMS[platform])
+    assert rc != 0
+    assert message in out
+    assert not [task for task in AFTER_THE_CHECK if task in out]
+
+
+@pytest.mark.parametrize("platform", ["ubuntu2404", "debian11"])
+def test_untested_platform_passes_with_the_flag_and_a_warning(tmp_path, platform):
+    """webrtc_edge_allow_untested_platform lets a Debian derivative or another Debian release through;
+    Ansible's default output shows a warning of its own naming the platform."""
+    facts = PLATFORMS[platform]
+    inv = _inventory(tmp_path, ONE_APP_HOST, webrtc_edge_allow_untested_platform=True)
+    rc, out, _ = _play(tmp_path, inv, facts, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default")
+    assert rc == 0, out
+    found = f"{facts['distribution']} {facts['distribution_version']} ({facts['distribution_release']})"
+    assert f"[WARNING]: one runs {found}, which webrtc-edge does not test (it supports Debian 12 (bookworm), " \
+           "Debian 13 (trixie))" in out, out
 
 
 # -- the firewall's lock-out guard ------------------------------------------------

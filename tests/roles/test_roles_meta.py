@@ -1,8 +1,10 @@
-"""Every role's meta/argument_specs.yml, defaults/main.yml and README.md agree.
+"""Every role's meta/argument_specs.yml, defaults/main.yml and README.md agree, and its
+meta/main.yml lists the platforms the preflight accepts.
 
 The argument spec documents and validates each public variable; defaults/main.yml sets it.
 They must list the same names (both directions), every other entry point may only take
-variables the role defaults, and the README's variable table names each of them.
+variables the role defaults, and the README's variable table names each of them. The
+supported platforms are kept in playbooks/vars/platforms.yml alone.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import yaml
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 ROLES = sorted(p.name for p in ROLES_DIR.iterdir() if (p / "tasks").is_dir())
+PLATFORMS_FILE = ROLES_DIR.parent / "playbooks" / "vars" / "platforms.yml"
 
 
 class _Loader(yaml.SafeLoader):
@@ -38,8 +41,30 @@ def _specs(role: str) -> dict[str, dict]:
     return _load(ROLES_DIR / role / "meta" / "argument_specs.yml").get("argument_specs") or {}
 
 
+def _supported_platforms() -> list[dict]:
+    """playbooks/vars/platforms.yml as Galaxy's meta lists platforms: a name and its releases."""
+    releases: dict[str, list[str]] = {}
+    for platform in _load(PLATFORMS_FILE)["__platforms_supported"]:
+        releases.setdefault(platform["distribution"], []).append(platform["release"])
+    return [{"name": name, "versions": versions} for name, versions in releases.items()]
+
+
 def test_roles_found():
     assert {"signaling_app", "tls", "redis", "coturn"} <= set(ROLES)
+
+
+def test_supported_platforms_are_debian_12_and_13():
+    assert _load(PLATFORMS_FILE)["__platforms_supported"] == [
+        {"distribution": "Debian", "major_version": "12", "release": "bookworm"},
+        {"distribution": "Debian", "major_version": "13", "release": "trixie"},
+    ]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_meta_lists_the_supported_platforms(role):
+    platforms = _load(ROLES_DIR / role / "meta" / "main.yml")["galaxy_info"].get("platforms")
+    assert platforms == _supported_platforms(), (
+        f"roles/{role}/meta/main.yml: platforms {platforms}, playbooks/vars/platforms.yml: {_supported_platforms()}")
 
 
 @pytest.mark.parametrize("role", ROLES)
