@@ -13,17 +13,21 @@ ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 
-def run_local_playbook(playbook: Path, extra_vars: dict) -> None:
-    """``ansible-playbook`` on localhost (local connection, this Python) with ``extra_vars``;
-    fails the test with Ansible's output when the run fails."""
+def run_local_playbook(playbook: Path, extra_vars: dict, *args: str,
+                       must_succeed: bool = True) -> subprocess.CompletedProcess:
+    """``ansible-playbook`` on localhost (local connection, this Python) with ``extra_vars`` and
+    more arguments ``args`` (``--check``); fails the test with Ansible's output when the run
+    fails, unless ``must_succeed`` is false."""
     extra = playbook.with_suffix(".extra.json")
     extra.write_text(json.dumps({**extra_vars, "ansible_python_interpreter": sys.executable}))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_CACHE_PLUGIN="memory")
     proc = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "-e", f"@{extra}", str(playbook)],
+        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "-e", f"@{extra}", *args, str(playbook)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    if must_succeed:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
 
 
 def role_vars_files(role: Path) -> list[Path]:
