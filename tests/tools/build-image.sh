@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the Debian 12 image that Molecule's test hosts run from, with systemd
-# as PID 1, and make sure a Docker engine is there to run it.
+# Build the Debian image that Molecule's test hosts run from (Debian 12 unless
+# WEBRTC_EDGE_SUITE says trixie), with systemd as PID 1, and make sure a Docker
+# engine is there to run it.
 #
 # No container registry is reachable, so the image comes from Debian's archive:
 # debootstrap (minbase) into a scratch folder, a few container tweaks in the
@@ -10,9 +11,12 @@
 #
 #   bash tests/tools/build-image.sh           # engine + image, reused when current
 #   WEBRTC_EDGE_IMAGE_REBUILD=1 bash ...    # force a fresh image
+#   WEBRTC_EDGE_SUITE=trixie bash ...       # Debian 13: webrtc-edge/debian13-systemd:latest,
+#     then WEBRTC_EDGE_IMAGE=webrtc-edge/debian13-systemd:latest molecule test -s cluster
 #
 # Environment (all optional):
-#   WEBRTC_EDGE_IMAGE          image reference  (webrtc-edge/debian12-systemd:latest)
+#   WEBRTC_EDGE_SUITE          bookworm (Debian 12) or trixie (Debian 13)  (bookworm)
+#   WEBRTC_EDGE_IMAGE          image reference  (webrtc-edge/debian<12|13>-systemd:latest)
 #   WEBRTC_EDGE_IMAGE_REBUILD  1 = rebuild even when current
 #   DEBIAN_MIRROR              archive for debootstrap and the image's apt
 #                              (http://deb.debian.org/debian)
@@ -22,8 +26,13 @@
 #                              (/var/cache/webrtc-edge/debootstrap)
 set -euo pipefail
 
-IMAGE=${WEBRTC_EDGE_IMAGE:-webrtc-edge/debian12-systemd:latest}
-SUITE=bookworm
+SUITE=${WEBRTC_EDGE_SUITE:-bookworm}
+case $SUITE in
+  bookworm) RELEASE=12 ;;
+  trixie) RELEASE=13 ;;
+  *) printf '[image] error: WEBRTC_EDGE_SUITE must be bookworm or trixie (got %s)\n' "$SUITE" >&2; exit 1 ;;
+esac
+IMAGE=${WEBRTC_EDGE_IMAGE:-webrtc-edge/debian$RELEASE-systemd:latest}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
@@ -220,7 +229,7 @@ build_image() {
     --change 'ENV container=docker' \
     --change 'CMD ["/lib/systemd/systemd"]' \
     --change "LABEL $HASH_LABEL=$hash" \
-    --change "LABEL org.opencontainers.image.description=\"Debian 12 with systemd, webrtc-edge Molecule test host\"" \
+    --change "LABEL org.opencontainers.image.description=\"Debian $RELEASE with systemd, webrtc-edge Molecule test host\"" \
     --message "webrtc-edge test host, build $hash" \
     - "$IMAGE" >/dev/null
 
