@@ -61,6 +61,7 @@ from testinfra_helpers import (
     inventory_host,
     inventory_hosts,
     published_port,
+    redis_flavour,
     run_ca_file,
     run_credentials_dir,
 )
@@ -327,7 +328,8 @@ def test_app_instances_running(app_host, app_ports):
 
 
 def test_redis_running(redis_host):
-    assert_unit_up(redis_host, "redis-server")
+    """Redis or Valkey, whichever the redis role deployed (the other one is not enabled)."""
+    assert_unit_up(redis_host, redis_flavour(redis_host)["unit"])
 
 
 @pytest.mark.parametrize("name", inventory_hosts("turn"))
@@ -375,12 +377,13 @@ def test_app_runs_as_its_own_user(app_host, app_ports):
 
 # Files that hold secrets, by the group whose hosts have them: (path, mode, owner, group).
 # The TLS key is root's alone; configs carrying passwords are 0600, readable by their
-# service's own user only; coturn reads its copy of the key (which it re-reads on every
-# reload) through its group, and cannot change it.
+# service's own user only (Redis's: {config_dir} and {user} of the server deployed there,
+# Redis or Valkey); coturn reads its copy of the key (which it re-reads on every reload)
+# through its group, and cannot change it.
 SECRET_FILES = {
     "proxy": [("/etc/webrtc-edge/tls/privkey.pem", 0o600, "root", "root")],
     "signaling_app": [("/etc/signaling/signaling.toml", 0o600, APP_USER, APP_USER)],
-    "redis": [("/etc/redis/webrtc-edge.conf", 0o600, "redis", "redis")],
+    "redis": [("{config_dir}/webrtc-edge.conf", 0o600, "{user}", "{user}")],
     "turn": [("/etc/turnserver.conf", 0o600, "turnserver", "turnserver"),
              ("/etc/webrtc-edge/tls/privkey.pem", 0o600, "root", "root"),
              ("/etc/coturn/tls/privkey.pem", 0o640, "root", "turnserver")],
@@ -393,7 +396,10 @@ SECRET_FILES = {
                                     for name in inventory_hosts(grp) for spec in specs)
 ])
 def test_secret_files_closed(name, path, mode, owner, group):
-    f = inventory_host(name).file(path)
+    host = inventory_host(name)
+    if "{" in path:
+        path, owner, group = (v.format(**redis_flavour(host)) for v in (path, owner, group))
+    f = host.file(path)
     assert f.is_file
     assert (oct(f.mode), f.user, f.group) == (oct(mode), owner, group)
 

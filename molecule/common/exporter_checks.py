@@ -16,7 +16,7 @@ import re
 from functools import cache
 
 import pytest
-from testinfra_helpers import container_address, instance_ports, inventory_host, inventory_hosts
+from testinfra_helpers import container_address, instance_ports, inventory_host, inventory_hosts, redis_flavour
 
 pytestmark = pytest.mark.exporters  # the group a scenario selects with --checks (testinfra_plugin.py)
 
@@ -106,7 +106,7 @@ def test_node_exporter_reports_our_units_alone(name):
     if name in inventory_hosts("signaling_app"):
         ours |= {f"signaling@{port}.service" for port in instance_ports(host)}
     if name in inventory_hosts("redis"):
-        ours.add("redis-server.service")
+        ours.add(redis_flavour(host)["unit"])  # redis-server.service or valkey-server.service
     if name in inventory_hosts("turn"):
         ours.add("coturn.service")
     assert units == ours  # systemd's own units (cron, dbus, ...) are left out
@@ -156,9 +156,9 @@ def test_redis_exporter_reads_redis_with_its_password(name):
     with host.sudo():
         secret = host.file("/etc/webrtc-edge/redis-exporter.json")
         assert (secret.user, secret.group, secret.mode) == ("root", "prometheus", 0o640)
-        password = re.search(r"^requirepass (\S+)$", host.file("/etc/redis/webrtc-edge.conf").content_string,
-                             re.MULTILINE)
-        assert password, "no requirepass in /etc/redis/webrtc-edge.conf"
+        settings = f"{redis_flavour(host)['config_dir']}/webrtc-edge.conf"  # Redis's or Valkey's
+        password = re.search(r"^requirepass (\S+)$", host.file(settings).content_string, re.MULTILINE)
+        assert password, f"no requirepass in {settings}"
         pid = host.check_output(f"systemctl show -P MainPID {PACKAGE['redis']}")
         cmdline = host.check_output(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
         environ = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")

@@ -19,7 +19,7 @@ Revocation (``tls_source: self_signed``)
     ``http://<its first name>/.well-known/webrtc-edge/ca.crl``; fetched from that name
     over the published plain-http port (no redirect to https), it is a DER CRL served as
     ``application/pkix-crl``, signed by the run's CA (``openssl crl -CAfile``) and current.
-Redis
+Redis (or Valkey, whichever the redis role deployed: testinfra_helpers.redis_flavour)
     listens on loopback and, when app hosts are elsewhere, its private address, and
     nowhere else; refuses commands without the password or with a wrong one; keeps
     what it holds across a restart and a crash (append-only file).
@@ -56,7 +56,14 @@ from urllib.parse import urlsplit
 import pytest
 from cryptography import x509
 from deployment_checks import SITE_NAME, _instances, artifacts_dir, hsts_preload, proxy_host, site  # noqa: F401 (fixtures)
-from testinfra_helpers import container_address, inventory_host, inventory_hosts, run_ca_file, run_credentials_dir
+from testinfra_helpers import (
+    container_address,
+    inventory_host,
+    inventory_hosts,
+    redis_flavour,
+    run_ca_file,
+    run_credentials_dir,
+)
 
 pytestmark = pytest.mark.hardening  # the group a scenario selects with --checks (testinfra_plugin.py)
 
@@ -220,13 +227,15 @@ def redis_host(request):
     return inventory_host(request.param)
 
 
-# Runs redis-cli on the redis host with the password read there from Redis's own
-# config: it never appears on a command line (Ansible would log it to the journal).
-_WITH_PASSWORD = "REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /etc/redis/webrtc-edge.conf) redis-cli"
+def _with_password(host) -> str:
+    """The server's client (redis-cli or valkey-cli) on the redis host, with the password read
+    there from our settings: it never appears on a command line (Ansible would log it to the journal)."""
+    flavour = redis_flavour(host)
+    return f"REDISCLI_AUTH=$(sed -n 's/^requirepass //p' {flavour['config_dir']}/webrtc-edge.conf) {flavour['cli']}"
 
 
 def _redis(host, *args: str) -> str:
-    return host.check_output(f"{_WITH_PASSWORD} -h 127.0.0.1 -p {REDIS_PORT} " + " ".join(args))
+    return host.check_output(f"{_with_password(host)} -h 127.0.0.1 -p {REDIS_PORT} " + " ".join(args))
 
 
 def _redis_addresses(host) -> set[str]:
@@ -246,7 +255,7 @@ def test_redis_listens_only_on_loopback_and_its_private_address(redis_host):
 def test_redis_refuses_clients_without_the_right_password(redis_host, password):
     for address in sorted(_redis_addresses(redis_host)):
         auth = f"REDISCLI_AUTH={secrets.token_hex(16)} " if password else ""
-        reply = redis_host.run(f"{auth}redis-cli -h {address} -p {REDIS_PORT} ping")
+        reply = redis_host.run(f"{auth}{redis_flavour(redis_host)['cli']} -h {address} -p {REDIS_PORT} ping")
         output = reply.stdout + reply.stderr
         assert "PONG" not in output
         assert "NOAUTH" in output, output
@@ -256,8 +265,9 @@ def test_redis_refuses_clients_without_the_right_password(redis_host, password):
 
 def _wait_for_redis(host, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while host.run(f"{_WITH_PASSWORD} -h 127.0.0.1 -p {REDIS_PORT} ping").stdout.strip() != "PONG":
-        assert time.monotonic() < deadline, host.run("journalctl --no-pager -n 30 -u redis-server").stdout
+    ping, unit = f"{_with_password(host)} -h 127.0.0.1 -p {REDIS_PORT} ping", redis_flavour(host)["unit"]
+    while host.run(ping).stdout.strip() != "PONG":
+        assert time.monotonic() < deadline, host.run(f"journalctl --no-pager -n 30 -u {unit}").stdout
         time.sleep(0.5)
 
 
@@ -267,21 +277,22 @@ def test_redis_keeps_data_across_restart_and_crash(redis_host):
     systemd's restart) are both there afterwards; then every app instance is back on Redis.
     Disruptive: it leaves every instance restarted and ready, even on failure."""
     assert _redis(redis_host, "config get appendonly").split() == ["appendonly", "yes"]
+    unit = redis_flavour(redis_host)["unit"]
     keys = {f"hardening:{event}:{secrets.token_hex(4)}": secrets.token_hex(8) for event in ("restart", "crash")}
     (restart_key, restart_value), (crash_key, crash_value) = keys.items()
     try:
         assert _redis(redis_host, "set", restart_key, restart_value) == "OK"
-        redis_host.check_output("systemctl restart redis-server")
+        redis_host.check_output(f"systemctl restart {unit}")
         _wait_for_redis(redis_host)
         assert _redis(redis_host, "get", restart_key) == restart_value
 
-        pid = redis_host.check_output("systemctl show -p MainPID --value redis-server")
+        pid = redis_host.check_output(f"systemctl show -p MainPID --value {unit}")
         assert _redis(redis_host, "set", crash_key, crash_value) == "OK"
         time.sleep(2)  # appendfsync everysec: on disk within a second
-        redis_host.check_output("systemctl kill -s SIGKILL redis-server")
+        redis_host.check_output(f"systemctl kill -s SIGKILL {unit}")
         deadline = time.monotonic() + 30
-        while redis_host.check_output("systemctl show -p MainPID --value redis-server") in ("0", pid):
-            assert time.monotonic() < deadline, "systemd did not restart redis-server after SIGKILL"
+        while redis_host.check_output(f"systemctl show -p MainPID --value {unit}") in ("0", pid):
+            assert time.monotonic() < deadline, f"systemd did not restart {unit} after SIGKILL"
             time.sleep(0.5)
         _wait_for_redis(redis_host)
         assert _redis(redis_host, "get", crash_key) == crash_value
@@ -405,7 +416,9 @@ def test_secrets_not_on_command_lines(host_name):
     argv = host.check_output("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done")
     units = host.check_output(_UNIT_EXEC)
     # What was read covers the services of the host's groups.
-    expected = {"signaling_app": "/bin/signaling --config", "redis": "redis-server", "turn": "turnserver -c"}
+    expected = {"signaling_app": "/bin/signaling --config", "turn": "turnserver -c"}
+    if host_name in inventory_hosts("redis"):
+        expected["redis"] = redis_flavour(host)["server"].rsplit("/", 1)[-1]  # redis-server or valkey-server
     for group, command in expected.items():
         if host_name in inventory_hosts(group):
             assert command in argv, f"no {command} process on {host_name}"

@@ -1,6 +1,6 @@
 """The sandboxes of the units that face the internet (issue 11, section 5): nginx or Apache on
-the proxy hosts, coturn on the turn hosts, redis-server on the redis hosts, each with the drop-in
-``webrtc-edge-hardening.conf`` of roles/systemd_hardening.
+the proxy hosts, coturn on the turn hosts, redis-server or valkey-server on the redis hosts
+(issue 14), each with the drop-in ``webrtc-edge-hardening.conf`` of roles/systemd_hardening.
 
 Group ``sandbox``, selected with ``--checks`` (molecule/common/testinfra_plugin.py); the
 costlier checks have a group of their own too, which a scenario leaves out with ``and not``:
@@ -11,14 +11,14 @@ helpers from its own tests.
 
 Rated
     ``systemd-analyze security`` of each deployed unit within the issue's targets: nginx and
-    Apache 4.0, coturn 3.0; redis-server 2.0 (what the next issue asks of every unit).
+    Apache 4.0, coturn 3.0; redis-server and valkey-server 2.0 (issue 14).
 In force
     the drop-in is loaded, and the running main process has no way to gain privileges
     (NoNewPrivs), a seccomp filter, and exactly the capabilities its role keeps (coturn:
     NET_BIND_SERVICE only where it listens below 1024); seen from the process, /etc, /run and
-    Redis's /etc/redis cannot be written, the unit's own paths can, and its mount table has no
-    other writable mount than those, its private /tmp and the kernel's API file systems; coturn
-    and redis-server cannot run a shell.
+    Redis's /etc/redis (Valkey's /etc/valkey) cannot be written, the unit's own paths can, and
+    its mount table has no other writable mount than those, its private /tmp and the kernel's
+    API file systems; coturn and the Redis or Valkey server cannot run a shell.
 Still working under it (proxies)
     ``systemctl reload`` keeps the main process and serves; Debian's logrotate configuration run
     with ``logrotate -f`` (nginx: ``invoke-rc.d nginx rotate``, USR1; Apache: ``invoke-rc.d
@@ -44,41 +44,44 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from deployment_checks import SERVICE, Site
-from testinfra_helpers import inventory_host, inventory_hosts, playbook_failure
+from testinfra_helpers import inventory_host, inventory_hosts, playbook_failure, redis_flavour, redis_flavours
 
 pytestmark = pytest.mark.sandbox  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 DROPIN = "webrtc-edge-hardening.conf"
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
-# The issue's targets; Redis: what issue 14 will ask of every unit the toolkit ships.
-TARGET = {"nginx.service": 4.0, "apache2.service": 4.0, "coturn.service": 3.0, "redis-server.service": 2.0}
+# The issue's targets; Redis and Valkey: what issue 14 asks of every unit the toolkit ships.
+TARGET = {"nginx.service": 4.0, "apache2.service": 4.0, "coturn.service": 3.0}
 # What each main process keeps (the roles' vars/main.yml say why).
 CAPABILITIES = {
     "nginx.service": {"net_bind_service", "setuid", "setgid", "dac_override"},
     "apache2.service": {"net_bind_service", "setuid", "setgid", "kill"},
     "coturn.service": set(),
-    "redis-server.service": set(),
 }
 # Where each one writes, and a path of its unit it must not write.
 WRITABLE = {
     "nginx.service": ["/var/log/nginx", "/var/lib/nginx", "/run/nginx"],
     "apache2.service": ["/var/log/apache2", "/run/apache2", "/run/lock/apache2"],
     "coturn.service": ["/var/lib/turn"],
-    "redis-server.service": ["/var/lib/redis", "/var/log/redis", "/run/redis"],
 }
-# What coturn and redis-server may execute (their drop-ins' ExecPaths=); systemd 252 mounts these
-# writable, which a process without capabilities, writing as its own user, cannot use.
+# What coturn and the Redis or Valkey server may execute (their drop-ins' ExecPaths=); systemd 252
+# mounts these writable, which a process without capabilities, writing as its own user, cannot use.
 EXEC_PATHS = {
     "coturn.service": ["/usr/bin/turnserver", "/usr/bin/kill", "/usr/lib"],
-    "redis-server.service": ["/usr/bin/redis-server", "/usr/lib"],
 }
 READ_ONLY = {
     "nginx.service": ["/etc/nginx", "/etc/webrtc-edge", "/run"],
     "apache2.service": ["/etc/apache2", "/etc/webrtc-edge", "/run"],
     "coturn.service": ["/etc", "/run"],
-    "redis-server.service": ["/etc/redis", "/run"],
 }
+# Redis and Valkey, from the redis role's table: one drop-in, the server's own paths.
+for _row in redis_flavours().values():
+    TARGET[_row["unit"]] = 2.0
+    CAPABILITIES[_row["unit"]] = set()
+    WRITABLE[_row["unit"]] = [_row["data_dir"], _row["log_dir"], _row["run_dir"]]
+    EXEC_PATHS[_row["unit"]] = [_row["server"], "/usr/lib"]
+    READ_ONLY[_row["unit"]] = [_row["config_dir"], "/run"]
 # Linux capability numbers (linux/capability.h), for /proc/<pid>/status.
 CAP_NAMES = [
     "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
@@ -101,7 +104,7 @@ def _sandboxed_units() -> list[tuple[str, str]]:
         kind = inventory_host(name).ansible.get_variables().get("proxy_server", "nginx")
         units.append((name, f"{SERVICE[kind]}.service"))
     units += [(name, "coturn.service") for name in inventory_hosts("turn")]
-    units += [(name, "redis-server.service") for name in inventory_hosts("redis")]
+    units += [(name, redis_flavour(inventory_host(name))["unit"]) for name in inventory_hosts("redis")]
     return units
 
 

@@ -9,6 +9,7 @@ Tests reach the test hosts only through ports published on 127.0.0.1
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import testinfra
 import testinfra.utils.ansible_runner
+import yaml
 
 
 def inventory_hosts(pattern: str = "all") -> list[str]:
@@ -70,6 +72,39 @@ def assert_unit_up(host, unit: str) -> None:
         print(f"--- journal of {unit} on {host.backend.get_pytest_id()} ---")
         print(host.run(f"journalctl --no-pager -n 50 -u {unit}").stdout)
         raise
+
+
+@functools.cache
+def redis_flavours() -> dict[str, dict]:
+    """The redis role's table of servers (``__redis_flavours`` in roles/redis/vars/main.yml): by
+    name, ``redis`` or ``valkey``, its packages, ``unit``, ``server`` and ``cli`` binaries,
+    ``user``, ``config_dir``, ``main_config``, ``data_dir``, ``log_dir``, ``run_dir`` and
+    ``debian_min``. The one table the role and the checks share."""
+    path = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "roles" / "redis" / "vars" / "main.yml"
+    return yaml.safe_load(path.read_text())["__redis_flavours"]
+
+
+def redis_flavour(host) -> dict:
+    """The row of the server the redis role deployed on ``host`` (Redis or Valkey), with its
+    name under ``name``: the one whose unit is enabled (a switch disables the other).
+
+    Checks name ``redis_flavour(host)["unit"]``, ``["cli"]``, ``["config_dir"]`` ... instead of
+    redis-server's names, so that they hold for either server."""
+    # `systemctl is-enabled` itself: testinfra's is_enabled raises for a unit that does not exist.
+    enabled = [name for name, row in redis_flavours().items()
+               if host.run(f"systemctl is-enabled --quiet {row['unit']}").rc == 0]
+    assert len(enabled) == 1, f"{host.backend.get_pytest_id()}: enabled Redis units: {enabled or 'none'}"
+    return {"name": enabled[0], **redis_flavours()[enabled[0]]}
+
+
+def redis_server_expected(host) -> str:
+    """What the redis role chooses on a fresh ``host``: the inventory's ``redis_server``, else
+    Valkey on Debian 13 and later, Redis on Debian 12 (roles/redis/README.md, "Redis or Valkey")."""
+    chosen = host.ansible.get_variables().get("redis_server")
+    if chosen:
+        return chosen
+    release = int(host.check_output(". /etc/os-release && echo $VERSION_ID").split(".")[0])
+    return "valkey" if release >= redis_flavours()["valkey"]["debian_min"] else "redis"
 
 
 def instance_ports(host) -> list[int]:

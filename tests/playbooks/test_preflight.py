@@ -224,6 +224,19 @@ def test_instances_default_to_one_per_cpu_on_loopback(tmp_path):
             "2 app instances in total (a1, a2) share sessions and rooms only through Redis",
             id="two-hosts-without-redis",
         ),
+        # Redis or Valkey (issue 14); this machine runs Debian 12
+        pytest.param(
+            {"signaling_app": {"one": None}, "proxy": {"one": None}, "redis": {"one": None}},
+            {"redis_server": "keydb"},
+            "redis_server must be one of: redis, valkey (got 'keydb')",
+            id="unknown-redis-server",
+        ),
+        pytest.param(
+            {"signaling_app": {"one": None}, "proxy": {"one": None}, "redis": {"one": None}},
+            {"redis_server": "valkey"},
+            "redis_server valkey needs Debian 13 or later (valkey-server is not in Debian 12, bookworm)",
+            id="valkey-on-debian-12",
+        ),
         pytest.param(
             {"signaling_app": {"a1": {"signaling_app_instances": 1, "signaling_app_bind_address": "127.0.0.1"}},
              "proxy": {"p1": None}},

@@ -1,19 +1,19 @@
-"""The sandbox drop-ins of nginx, Apache, coturn and Redis (issue 11, section 5), rendered by
+"""The sandbox drop-ins of nginx, Apache, coturn and Redis or Valkey (issues 11 and 14), rendered by
 Ansible itself from what each role passes to roles/systemd_hardening, and rated by the real
 ``systemd-analyze security --offline`` on top of Debian's own unit:
 
 * each role's import of systemd_hardening is read from its tasks/main.yml (the values it really
   passes), rendered with the role's defaults and vars, and put beside Debian's unit in a scratch
   root; the exposure must stay within the issue's targets (nginx and Apache 4.0, coturn 3.0) and
-  Redis at 2.0 (what the next issue asks of every unit);
+  Redis and Valkey at 2.0 (issue 14: the same drop-in for either server);
 * the drop-in is what takes effect whatever Debian's unit says: every list it sets starts empty,
-  Redis loses the writable /etc/redis Debian's unit gives it, and coturn keeps NET_BIND_SERVICE
-  (and leaves the user namespace) only for a port below 1024;
+  Redis and Valkey lose the writable /etc/redis or /etc/valkey Debian's unit gives them, and
+  coturn keeps NET_BIND_SERVICE (and leaves the user namespace) only for a port below 1024;
 * the inventory's extra lines come last, after everything the role sets.
 
 Debian's units come from the controller's packages (tests/setup-host.sh installs nginx, apache2
-and redis-server; coturn where it is installed); a unit that is missing skips its test. Molecule
-rates the deployed units again (molecule/common/sandbox_checks.py).
+and redis-server; coturn and valkey-server where they are installed); a unit that is missing
+skips its test. Molecule rates the deployed units again (molecule/common/sandbox_checks.py).
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ UNITS = {
     "apache": ("apache2.service", 4.0),
     "coturn": ("coturn.service", 3.0),
     "redis": ("redis-server.service", 2.0),
+    "valkey": ("valkey-server.service", 2.0),
 }
+# What a name of UNITS renders: its role, with these values (the redis role serves both servers).
+RENDERS = {"redis": ("redis", {"redis_server": "redis"}), "valkey": ("redis", {"redis_server": "valkey"})}
 
 def imported_vars(role: str) -> dict:
     """The vars of the role's ``import_role: systemd_hardening`` task, as its tasks/main.yml has them."""
@@ -96,13 +99,14 @@ def exposure(unit: str, dropin: str, tmp: Path) -> tuple[float, str]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    """Each role's drop-in with its defaults, rendered once for the module."""
+    """Each role's drop-in with its defaults (a name of UNITS), rendered once for the module."""
     cache: dict[str, str] = {}
 
-    def get(role: str) -> str:
-        if role not in cache:
-            cache[role] = render(role, tmp_path_factory.mktemp(role))
-        return cache[role]
+    def get(name: str) -> str:
+        if name not in cache:
+            role, values = RENDERS.get(name, (name, {}))
+            cache[name] = render(role, tmp_path_factory.mktemp(name), **values)
+        return cache[name]
 
     return get
 
@@ -133,12 +137,21 @@ def test_nginx_keeps_what_its_master_needs(rendered):
     assert effective(text, "ExecStop")[-1] == "/run/nginx/nginx.pid"
 
 
-def test_redis_config_directory_read_only(rendered):
-    """Debian's unit lets redis-server write /etc/redis (ReadWriteDirectories=); the drop-in does not."""
-    writable = effective(rendered("redis"), "ReadWritePaths")
+@pytest.mark.parametrize(("name", "config_dir"), [("redis", "/etc/redis"), ("valkey", "/etc/valkey")])
+def test_redis_config_directory_read_only(rendered, name, config_dir):
+    """Debian's unit lets the server write its config directory (ReadWriteDirectories=); the drop-in does not."""
+    writable = effective(rendered(name), "ReadWritePaths")
     assert writable and not any(p.lstrip("-").startswith("/etc") for p in writable), writable
-    if (DEBIAN_UNITS / "redis-server.service").is_file():
-        assert "/etc/redis" in (DEBIAN_UNITS / "redis-server.service").read_text()
+    unit = UNITS[name][0]
+    if (DEBIAN_UNITS / unit).is_file():
+        assert config_dir in (DEBIAN_UNITS / unit).read_text()
+
+
+def test_valkey_sandbox_is_redis_sandbox_for_its_paths(rendered):
+    """One drop-in for either server: only the server's own paths differ."""
+    def paths(text: str) -> str:
+        return text.replace("valkey", "redis")
+    assert paths(rendered("valkey")) == rendered("redis")
 
 
 @pytest.mark.parametrize(("overrides", "bind_cap"), [

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from cluster_hosts import instance_port, instance_units
-from testinfra_helpers import container_address, inventory_hosts
+from testinfra_helpers import container_address, inventory_hosts, redis_flavours
 
 testinfra_hosts = inventory_hosts("signaling_app")
 
@@ -24,6 +24,6 @@ def test_instances_listen_on_the_private_address_only(host):
         assert bound == [f"tcp://{address}:{port}"], f"port {port}: {bound}"
 
 
-@pytest.mark.parametrize("unit", ["nginx", "apache2", "redis-server"])
+@pytest.mark.parametrize("unit", ["nginx.service", "apache2.service", *(f["unit"] for f in redis_flavours().values())])
 def test_no_other_tier_here(host, unit):
     assert not host.service(unit).is_running

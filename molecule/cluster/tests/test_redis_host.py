@@ -1,12 +1,25 @@
-"""cluster verify, on the redis host: redis-server listens on its private
-address (and loopback), never on every address, and refuses clients without
-the password, while the app hosts reach it with the password they were given.
-That it is up is deployment_checks' part (test_deployment.py)."""
+"""cluster verify, on the redis host: it runs the server its release or inventory asks for
+(issue 14: Redis on Debian 12, Valkey on Debian 13, or the inventory's ``redis_server``),
+which listens on its private address (and loopback), never on every address, and refuses
+clients without the password, while the app hosts reach it with the password they were
+given. That it is up is deployment_checks' part (test_deployment.py).
+
+    bash tests/tools/run-matrix.sh cluster@bookworm   # Debian 12: Redis
+    bash tests/tools/run-matrix.sh cluster@trixie     # Debian 13: Valkey
+"""
 
 from __future__ import annotations
 
 import pytest
-from testinfra_helpers import container_address, inventory_host, inventory_hosts
+from testinfra_helpers import (
+    assert_unit_up,
+    container_address,
+    inventory_host,
+    inventory_hosts,
+    redis_flavour,
+    redis_flavours,
+    redis_server_expected,
+)
 
 testinfra_hosts = inventory_hosts("redis")
 APP_HOSTS = inventory_hosts("signaling_app")
@@ -37,6 +50,16 @@ def redis_ping(app, address: str, with_password: bool) -> str:
 def address(host) -> str:
     """The redis host's private address."""
     return container_address(host.backend.get_hostname())
+
+
+def test_runs_the_server_its_release_or_inventory_asks_for(host):
+    """The one the redis role chooses on a fresh host, up; the other one neither enabled nor running."""
+    flavour = redis_flavour(host)
+    assert flavour["name"] == redis_server_expected(host)
+    assert_unit_up(host, flavour["unit"])
+    for name, other in redis_flavours().items():
+        if name != flavour["name"]:
+            assert not host.service(other["unit"]).is_running, other["unit"]
 
 
 def test_listens_on_the_private_address_not_everywhere(host, address):

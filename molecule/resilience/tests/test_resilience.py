@@ -11,7 +11,7 @@ below happen one after the other, ``CLEAN_S`` seconds of clean traffic apart:
    nothing but systemd (``Restart=``) brings it back;
 2. ``reload-1``, ``reload-2``: the proxy reloads its configuration
    (``nginx -s reload`` / ``apachectl graceful``);
-3. ``redis``: ``systemctl restart redis-server`` on the Redis host;
+3. ``redis``: ``systemctl restart redis-server`` (or ``valkey-server``) on the Redis host;
 4. ``upgrade``: playbooks/app.yml rolls a new release (a copy of app/ with its
    version bumped, molecule/common/releases.py) over both app hosts, one instance at
    a time.
@@ -60,6 +60,7 @@ from testinfra_helpers import (
     inventory_host,
     inventory_hosts,
     published_port,
+    redis_flavour,
     run_ca_file,
 )
 
@@ -204,8 +205,9 @@ def reload_proxy(fault: Fault, proxy_name: str, kind: str) -> None:
 
 
 def restart_redis(fault: Fault, redis_name: str) -> None:
-    """Restart redis-server; wait until it runs again under a new PID."""
-    redis, unit = inventory_host(redis_name), "redis-server.service"
+    """Restart Redis (or Valkey); wait until it runs again under a new PID."""
+    redis = inventory_host(redis_name)
+    unit = redis_flavour(redis)["unit"]
     fault.before = unit_state(redis, unit)
     redis.check_output(f"systemctl restart {unit}")
     def back() -> dict | None:
@@ -314,7 +316,7 @@ def test_proxy_reloaded(run, name):
 
 def test_redis_restarted(run):
     fault = run.faults["redis"]
-    assert fault.took_s is not None, f"redis-server not back within {FAULT_TIMEOUT} s: {fault.after}"
+    assert fault.took_s is not None, f"Redis not back within {FAULT_TIMEOUT} s: {fault.after}"
     assert fault.after["MainPID"] != fault.before["MainPID"]
 
 
