@@ -14,13 +14,14 @@ The peers do what docs/protocol.md asks of a careful client, nothing more:
   ``/ws?resume=TOKEN&ack=SEQ`` (SEQ: the highest ``seq`` processed) and record
   the ``welcome``: id, room, role and ``lost``. The server then replays what
   followed SEQ.
-* A frame that reaches an instance after it started closing the socket is
-  never read (the close handshake discards data frames). So after each tick's
-  messages a peer sends ``ping`` with an id: the ``pong`` echoing it is queued
-  like any message (so it is replayed after a resume) and proves the server
-  took everything before that ping. After a resume, once the replay is through
-  (the pong of a fresh ping), the peer sends again, in order, what no pong
-  covered, and records each such resend.
+* They send reliably, as docs/protocol.md's "Reliable sending" says: each
+  message carries the next ``cseq`` and is kept until a ``pong``'s
+  ``received`` covers it (a ``ping`` follows each tick's messages). After a
+  resume, and after an error that says a message was not handled
+  (``unavailable`` while Redis restarts, then ``out-of-order`` for those that
+  followed it), the peer pings and, once the pong came, sends every kept
+  message again, in order, recording each such resend. Those errors are
+  recorded apart (``retried_errors``): the protocol's answer, not a failure.
 * Polling: ``202`` proves a batch was taken; a failed POST is sent again (and
   recorded as a resend). ``GET .../messages`` carries ``ack``, so an answer
   lost on the way is fetched again.
@@ -49,6 +50,8 @@ TICK = 0.4  # seconds between a peer's messages: the polling peer stays under th
 RESUME_ATTEMPTS = 300  # about 30 s of retries while the proxy finds a live instance
 POLL_WAIT = 5  # seconds a long poll hangs; short, so stopping is quick
 RETRY_DELAY = 0.5  # before a failed HTTP request goes again (the proxy rate-limits /api/)
+RESYNC_DELAY = 0.2  # after an error that says a message was not handled, before the resync ping
+RETRIED_CODES = {"unavailable", "out-of-order", "rate-limited"}  # errors that mean: not handled, resend
 
 
 @dataclass
@@ -66,7 +69,7 @@ class Stream:
     sender: str
     receiver: str
     sent: int  # messages numbered 1..sent
-    resent: set[int]  # numbers the sender sent again (unconfirmed when the connection broke)
+    resent: set[int]  # numbers the sender sent again (not yet received by the server when it resynced)
     arrivals: list[Arrival]
 
     @property
@@ -117,6 +120,7 @@ class Peer:
     welcomes: list[dict] = field(default_factory=list)  # every welcome, the first and the resumed ones
     anomalies: list[str] = field(default_factory=list)
     server_errors: list[dict] = field(default_factory=list)
+    retried_errors: list[dict] = field(default_factory=list)  # "not handled, send again" (RETRIED_CODES)
     outages: list[Outage] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     resent: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
@@ -160,17 +164,19 @@ class WsPeer(Peer):
         self._conn: client.WsPeer | None = None
         self._barrier = 0
         self._resyncs = 0
-        self._unconfirmed: list[tuple[int, list[tuple[str, int, str]]]] = []  # (ping id, frames before it)
-        self._pongs: dict[int, asyncio.Future] = {}
+        self._cseq = 0
+        self._kept: list[tuple[int, str, int, str]] = []  # (cseq, target name, number, text) until received
+        self._pongs: dict[int | str, asyncio.Future] = {}
         self._online = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._closing = False
+        self._resyncing = False
         self._reader: asyncio.Task | None = None
         self._resumes: set[asyncio.Task] = set()  # referenced until done: the loop keeps weak ones
 
     @property
     def unconfirmed(self) -> int:
-        return sum(len(frames) for _, frames in self._unconfirmed)
+        return len(self._kept)
 
     async def connect(self, http: aiohttp.ClientSession, base: str, names: dict[str, str]) -> None:
         self._names = names
@@ -195,8 +201,12 @@ class WsPeer(Peer):
             except client.Closed as closed:
                 code = closed.code  # the server's close code, None for a dropped connection
                 break
-            if obj.get("type") == "pong" and "ref" in obj:
-                self._confirm(obj["ref"])
+            if obj.get("type") == "pong":
+                self._confirm(obj)
+            elif obj.get("type") == "error" and obj.get("code") in RETRIED_CODES:
+                self.retried_errors.append(obj)
+                self._resync_soon()
+                continue
             self._handle(obj, self._names)
         if self._closing:
             return
@@ -206,38 +216,64 @@ class WsPeer(Peer):
             if not waiter.done():
                 waiter.set_exception(ConnectionResetError("connection lost"))
         self._pongs.clear()
-        resume = asyncio.create_task(self._resume(), name=f"resume-{self.name}")
-        self._resumes.add(resume)
-        resume.add_done_callback(self._resumes.discard)
+        self._spawn(self._resume(), f"resume-{self.name}")
 
-    def _confirm(self, ref: int | str) -> None:
-        if isinstance(ref, int):  # a tick's ping: the server took everything sent before it
-            while self._unconfirmed and self._unconfirmed[0][0] <= ref:
-                self._unconfirmed.pop(0)
-        waiter = self._pongs.pop(ref, None)
+    def _spawn(self, coro, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._resumes.add(task)
+        task.add_done_callback(self._resumes.discard)
+
+    def _confirm(self, pong: dict) -> None:
+        """A pong: forget what the server says it handled (its ``received``), then wake its waiter."""
+        received = pong.get("received", 0)
+        while self._kept and self._kept[0][0] <= received:
+            self._kept.pop(0)
+        waiter = self._pongs.pop(pong.get("ref"), None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def _ping(self, frames: list[tuple[str, int, str]]) -> None:
-        """Send frames then a ping; the pong, when it comes, confirms them."""
-        self._barrier += 1
-        self._unconfirmed.append((self._barrier, frames))
-        for _, _, text in frames:
+        """Send frames, each with the next ``cseq`` and kept until a pong's ``received`` covers it, then a ping."""
+        for target, n, text in frames:
+            self._cseq += 1
+            text = f'{text[:-1]},"cseq":{self._cseq}}}'
+            self._kept.append((self._cseq, target, n, text))
             await self._conn.send_text(text)
+        self._barrier += 1
         await self._conn.send(type="ping", id=self._barrier)
 
-    async def _replayed(self) -> None:
-        """Return once the server has replayed everything queued before now.
-
-        The ping's id is a string: its pong ends the replay but confirms nothing
-        sent on the old connection (frames the old instance never read came
-        before it in our numbering, not on this connection).
-        """
+    async def _resync(self) -> None:
+        """docs/protocol.md, "Reliable sending": a ping; once its pong came (the server replayed what
+        it had queued and said what it handled), every kept message above it again, in order."""
         self._resyncs += 1
         ref = f"resync-{self._resyncs}"
         waiter = self._pongs[ref] = asyncio.get_running_loop().create_future()
         await self._conn.send(type="ping", id=ref)
         await asyncio.wait_for(waiter, 10)
+        again = list(self._kept)
+        for _, target, n, text in again:
+            self.resent[target].add(n)
+            await self._conn.send_text(text)
+        if again:
+            self._barrier += 1
+            await self._conn.send(type="ping", id=self._barrier)
+
+    def _resync_soon(self) -> None:
+        """After an error that says a message was not handled (Redis unreachable for a moment)."""
+        if self._resyncing:
+            return
+        self._resyncing = True
+
+        async def resync() -> None:
+            await asyncio.sleep(RESYNC_DELAY)
+            self._resyncing = False
+            async with self._send_lock:
+                try:
+                    await self._resync()
+                except (ConnectionError, aiohttp.ClientError, RuntimeError, TimeoutError):
+                    pass  # the connection is going: its resume resyncs
+
+        self._spawn(resync(), f"resync-{self.name}")
 
     async def _resume(self) -> None:
         for _ in range(RESUME_ATTEMPTS):
@@ -245,6 +281,10 @@ class WsPeer(Peer):
                 conn = await self._conn.resume()
             except client.Refused as refused:
                 if not isinstance(refused.message, dict):  # closed before its welcome
+                    await asyncio.sleep(0.1)
+                    continue
+                if refused.message.get("code") in RETRIED_CODES:  # Redis unreachable: 1013, try again
+                    self.retried_errors.append(refused.message)
                     await asyncio.sleep(0.1)
                     continue
                 self.welcomes.append(refused.message)  # refused: the checks report it
@@ -257,13 +297,7 @@ class WsPeer(Peer):
             self._attach(conn)
             async with self._send_lock:
                 try:
-                    await self._replayed()
-                    again = [frame for _, frames in self._unconfirmed for frame in frames]
-                    for target, n, _ in again:
-                        self.resent[target].add(n)
-                    self._unconfirmed.clear()
-                    if again:
-                        await self._ping(again)
+                    await self._resync()
                 except (ConnectionError, aiohttp.ClientError, RuntimeError):
                     return  # this socket closed too; the resume its reader started takes over
                 except TimeoutError:
@@ -430,6 +464,7 @@ class Room:
             "received": sum(len(s.arrivals) for s in streams),
             "resumes": sum(len(p.welcomes) - 1 for p in self.peers),
             "resent": sum(len(s.resent) for s in streams),
+            "retried_errors": sum(len(p.retried_errors) for p in self.peers),
             "duplicates": sum(len(s.duplicates) for s in streams),
             "polling_retries": sum(getattr(p, "retries", 0) for p in self.peers),
             "longest_outage_s": round(max(outages, default=0.0), 3),
