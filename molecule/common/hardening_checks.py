@@ -78,6 +78,11 @@ GRADES_AT_LEAST_A = ("A+", "A")
 # is also the least that makes it rate the server (a run of ~1 minute).
 TESTSSL_CHECKS = ["-p", "-s", "-f", "-S", "-P", "-h", "-U", "-E"]
 SCAN_ATTEMPTS = 2
+# Checks whose "connect problem" leaves no hole in what these tests judge: testssl's session
+# resumption test races TLS 1.3's NewSessionTicket (its first `s_client -sess_out` may close
+# before the ticket arrives, then the second has no session to offer: testssl/testssl.sh#948),
+# and nothing here asserts on resumption. Seen failing twice in a row in a serial run.
+UNJUDGED_CHECKS = {"sessionresumption_ticket", "sessionresumption_ID"}
 REDIS_PORT = 6379
 PROXY_FAIL_TIMEOUT = 10  # signaling_app_fail_timeout's default
 TURN_PORT = 3478
@@ -107,10 +112,13 @@ def testssl_findings(site) -> dict[str, list[dict]]:
         # Non-zero: some check could not complete (a connect problem on this busy machine);
         # a scan with holes proves nothing, so scan again, and fail if it happens again.
         written = json.loads(json_file.read_text()) if json_file.is_file() else []
-        incomplete = [f"{f['id']}: {f['finding']}" for f in written
-                      if f["severity"] == "WARN" and f["id"] != "engine_problem"]
-        print(f"testssl.sh attempt {attempt} exited {run.returncode}: {incomplete}")
-    assert run.returncode == 0, f"testssl.sh exited {run.returncode}:\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}"
+        incomplete = [f for f in written if f["severity"] == "WARN" and f["id"] != "engine_problem"]
+        shown = [f"{f['id']}: {f['finding']}" for f in incomplete]
+        print(f"testssl.sh attempt {attempt} exited {run.returncode}: {shown}")
+        if incomplete and all(f["id"] in UNJUDGED_CHECKS for f in incomplete):
+            break
+    else:
+        pytest.fail(f"testssl.sh exited {run.returncode}:\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}")
     findings: dict[str, list[dict]] = {}
     for finding in json.loads(json_file.read_text()):
         findings.setdefault(finding["id"], []).append(finding)
