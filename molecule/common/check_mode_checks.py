@@ -9,18 +9,16 @@ deployment converge and idempotence left, before other tests renew certificates 
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from sandbox_checks import run_playbook
+from testinfra_helpers import ansible_playbook, changed_per_host
 
 pytestmark = pytest.mark.check_mode  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 
 @pytest.mark.on_converged_hosts
 def test_check_mode_on_the_deployed_hosts_changes_nothing():
-    output = run_playbook("site.yml", check=True, diff=True)
-    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0", output, re.M)
+    output = ansible_playbook("site.yml", check=True, diff=True)
+    recap = changed_per_host(output)
     assert recap, output[-3000:]
-    changed = {host: int(n) for host, n in recap if int(n)}
+    changed = {host: n for host, n in recap.items() if n}
     assert not changed, f"check mode on the deployed hosts predicts changes: {changed}\n{output[-6000:]}"

@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 
 from packaging.version import Version
-from testinfra_helpers import playbook_failure
+from testinfra_helpers import ansible_playbook
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
@@ -50,17 +50,6 @@ def app_copy(dest: Path, version: str) -> Path:
 
 
 async def run_playbook(playbook: str, log: Path, *extra: str) -> None:
-    """ansible-playbook on the scenario's inventory, ``-e`` each of ``extra``; fails with the output's tail.
-
-    The whole output, with task timings, goes to ``log``.
-    """
-    argv = ["ansible-playbook", "-i", str(INVENTORY), playbook]
-    for var in extra:
-        argv += ["-e", var]
-    # The verifier's environment has the provisioner's: the same slowest-task summary as converge.
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=PROJECT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    await asyncio.to_thread(log.write_bytes, out)
-    assert proc.returncode == 0, f"(whole output: {log})\n" + playbook_failure(argv, out.decode(errors="replace"))
+    """``ansible_playbook`` (testinfra_helpers) off the event loop, its whole output in ``log``:
+    for verify steps that keep peers talking while a playbook runs."""
+    await asyncio.to_thread(ansible_playbook, playbook, *extra, log=log)

@@ -37,14 +37,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from deployment_checks import SERVICE, Site
-from testinfra_helpers import inventory_host, inventory_hosts, playbook_failure, redis_flavour, redis_flavours
+from testinfra_helpers import ansible_playbook, inventory_host, inventory_hosts, redis_flavour, redis_flavours
 
 pytestmark = pytest.mark.sandbox  # the group a scenario selects with --checks (testinfra_plugin.py)
 
@@ -165,20 +164,6 @@ def wait_for(check, timeout: float = 20, what: str = "condition"):
             assert value, f"{what}: not within {timeout} s"
             return value
         time.sleep(0.5)
-
-
-def run_playbook(playbook: str, *extra: str, check: bool = False, diff: bool = False) -> str:
-    """ansible-playbook on the scenario's inventory (``-e`` each of ``extra``); its output.
-
-    Fails with the output's tail when it fails."""
-    argv = ["ansible-playbook", "-i", str(INVENTORY), playbook, *(["--check"] if check else []),
-            *(["--diff"] if diff else [])]
-    for var in extra:
-        argv += ["-e", var]
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}  # Molecule forces colour on
-    proc = subprocess.run(argv, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, playbook_failure(argv, proc.stdout + proc.stderr)
-    return proc.stdout
 
 
 def changed_tasks(output: str) -> list[str]:
@@ -319,7 +304,7 @@ def test_proxy_serves_a_renewed_certificate_in_its_sandbox(name, unit):
     site = Site(name)
     pid, before = main_pid(host, unit), served_serial(site)
     lifetime = int(variables.get("tls_self_signed_days", 365))
-    run_playbook("playbooks/tls.yml", f"tls_renew_before_days={lifetime + 1}")
+    ansible_playbook("playbooks/tls.yml", f"tls_renew_before_days={lifetime + 1}")
     wait_for(lambda: served_serial(site) != before, what="the renewed certificate served")
     assert main_pid(host, unit) == pid  # reloaded, not restarted
 
@@ -338,7 +323,7 @@ def _hardening_var(unit: str) -> str:
 def test_check_mode_predicts_and_changes_nothing(name, unit):
     host = inventory_host(name)
     pid = main_pid(host, unit)
-    output = run_playbook("playbooks/proxy.yml", f"{_hardening_var(unit)}=false", check=True)
+    output = ansible_playbook("playbooks/proxy.yml", f"{_hardening_var(unit)}=false", check=True)
     changed = changed_tasks(output)
     assert "systemd_hardening : No sandbox drop-in (turned off)" in changed, output[-3000:]
     assert any(task.endswith(("Restart nginx", "Restart apache")) for task in changed), changed
@@ -353,14 +338,14 @@ def test_sandbox_switched_off_and_on(name, unit):
     host = inventory_host(name)
     site = Site(name)
     try:
-        run_playbook("playbooks/proxy.yml", f"{_hardening_var(unit)}=false")
+        ansible_playbook("playbooks/proxy.yml", f"{_hardening_var(unit)}=false")
         assert not host.file(f"/etc/systemd/system/{unit}.d/{DROPIN}").exists
         status = process_status(host, main_pid(host, unit))
         assert status["NoNewPrivs"].strip() == "0"
         assert exposure(host, unit)[0] > TARGET[unit]  # Debian's unit, as the issue measured it
         assert site.get("/").status == 200
     finally:
-        run_playbook("playbooks/proxy.yml")
+        ansible_playbook("playbooks/proxy.yml")
     status = process_status(host, main_pid(host, unit))
     assert status["NoNewPrivs"].strip() == "1"
     assert capabilities(status["CapBnd"]) == CAPABILITIES[unit]

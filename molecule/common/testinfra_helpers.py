@@ -146,6 +146,33 @@ def container_address(container: str) -> str:
     return next(n["IPAddress"] for n in networks.values() if n["IPAddress"])
 
 
+def ansible_playbook(playbook: str, *extra: str, check: bool = False, diff: bool = False,
+                     env: dict[str, str] | None = None, log: Path | None = None, timeout: float = 1800) -> str:
+    """ansible-playbook on the scenario's inventory, from the project, ``-e`` each of ``extra``: its output.
+
+    Uncoloured (Molecule forces colour on), with ``env`` added to the environment; the whole
+    output also goes to ``log`` when given. Fails with ``playbook_failure``'s summary.
+    """
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
+    argv = ["ansible-playbook", "-i", str(inventory), playbook, *(["--check"] if check else []),
+            *(["--diff"] if diff else [])]
+    for var in extra:
+        argv += ["-e", var]
+    proc = subprocess.run(argv, cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"], capture_output=True, text=True,
+                          env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", **(env or {})},
+                          timeout=timeout, check=False)
+    output = proc.stdout + proc.stderr
+    if log is not None:
+        log.write_text(output)
+    assert proc.returncode == 0, (f"(whole output: {log})\n" if log else "") + playbook_failure(argv, output)
+    return proc.stdout
+
+
+def changed_per_host(output: str) -> dict[str, int]:
+    """Each host's ``changed=`` count in an ansible-playbook run's PLAY RECAP (empty: no recap)."""
+    return {host: int(n) for host, n in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", output, re.M)}
+
+
 def playbook_failure(argv: list[str], output: str) -> str:
     """What a failed ansible-playbook run says about its failure, for an assertion message.
 
