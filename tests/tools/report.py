@@ -10,7 +10,7 @@ Each run keeps them in a folder of its own, named by its label ``<scenario>[-<pr
 * ``<label>/ws_memory.json``: the app instances' peak resident set during
   the RFC 6455 suite's fragment and ping floods through the proxy, and how the
   floods were closed (ws_conformance_checks.py);
-* ``<label>/resilience.json``: the resilience scenario's messages sent,
+* ``<label>/resilience-<proxy>.json``: the resilience scenario's messages sent,
   delivered, lost and duplicated, resumes and the longest time a peer could
   not send.
 
@@ -79,7 +79,7 @@ def ws_memory_rows() -> list[str]:
 
 def resilience_rows() -> list[str]:
     rows = []
-    for path, run in _artifacts("*/resilience.json"):
+    for path, run in _artifacts("*/resilience*.json"):
         r = run["report"]
         rows.append(
             f"  {_run(path)} {run['proxy']:<7} {r['peers']} peers ({r['polling_peers']} polling), {r['seconds']} s:"

@@ -32,10 +32,16 @@ every sender sent. The tests prove, one property each:
   driver found nothing else wrong (no ``seq`` gap, no error but those that
   ask for a resend, no message left unconfirmed).
 
+One run proves both proxies on the same hosts, nginx first (as converge deployed
+it), then Apache: before Apache's load, site.yml runs again with
+``proxy_server=apache`` (the switch ``make deploy PROXY=apache`` makes), which
+also puts release N back. ``MOLECULE_PROXY=nginx|apache`` runs one proxy only
+(converge then deploys that one).
+
 The figures (messages sent, delivered, lost, duplicated, resumes, the longest
 time any peer could not send, each fault's timing) are printed (``-s``) and
-written to molecule/artifacts/<label>/resilience.json (the run's label, e.g.
-resilience-apache-trixie: tests/tools/run-scenario.sh).
+written to molecule/artifacts/<label>/resilience-<proxy>.json (the run's label,
+e.g. resilience-trixie: tests/tools/run-scenario.sh).
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ CLEAN_S = 8  # seconds of clean traffic before, between and after the faults
 FAULT_TIMEOUT = 90  # seconds a fault's effect (a unit back, new workers) may take to show
 APP_PLAYBOOK = "playbooks/app.yml"
 RELOAD = {"nginx": "nginx -s reload", "apache": "apachectl graceful"}
+# The proxies the run proves, in order: both on the same hosts, or MOLECULE_PROXY's alone.
+PROXIES = [os.environ["MOLECULE_PROXY"]] if os.environ.get("MOLECULE_PROXY") else ["nginx", "apache"]
 
 # Lists the children of the process whose PID is argv[1]: "PID command line" per line.
 # The test hosts have python3 but no ps.
@@ -270,18 +278,26 @@ async def under_load(proxy_kind: str, source: Path) -> tuple[Load, float, dict[s
     return load, load_s, faults
 
 
-@pytest.fixture(scope="module")
-def run() -> Run:
+def deployed_proxy() -> str:
+    """The proxy running on the proxy host now: nginx, or apache after a switch."""
     proxy = inventory_host(inventory_hosts("proxy")[0])
-    kind = proxy.ansible.get_variables().get("proxy_server", "nginx")
-    if set(instance_versions().values()) != {release_n()}:  # a second verify: back to release N first
-        asyncio.run(run_playbook("site.yml", EPHEMERAL / "restore.log"))
+    return "apache" if proxy.service("apache2").is_running else "nginx"
+
+
+@pytest.fixture(scope="module", params=PROXIES)
+def run(request) -> Run:
+    kind = request.param
+    # Apache after nginx, or a second verify: switch the proxy and put release N back, as an
+    # operator would, with site.yml.
+    if deployed_proxy() != kind or set(instance_versions().values()) != {release_n()}:
+        asyncio.run(run_playbook("site.yml", EPHEMERAL / f"deploy-{kind}.log", f"proxy_server={kind}"))
+    assert deployed_proxy() == kind, f"site.yml -e proxy_server={kind} left {deployed_proxy()} running"
     version = bumped(release_n())
     source = app_copy(EPHEMERAL / "app-next", version)
     load, load_s, faults = asyncio.run(under_load(kind, source))
     result = Run(proxy=kind, version=version, load_s=load_s, report=load.report(), problems=load.problems(),
                  faults=faults)
-    artifact = artifacts_dir() / "resilience.json"
+    artifact = artifacts_dir() / f"resilience-{kind}.json"
     artifact.parent.mkdir(parents=True, exist_ok=True)
     artifact.write_text(json.dumps(asdict(result), indent=2) + "\n")
     print(f"\nresilience ({kind}), {load_s} s of load: {json.dumps(result.report)}")
