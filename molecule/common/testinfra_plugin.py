@@ -20,12 +20,11 @@ Order
 
 from __future__ import annotations
 
-import re
+import ast
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _pytest.mark.expression import Expression
 from testinfra_helpers import assert_unit_up
 
 SHARED = Path(__file__).resolve().parent
@@ -62,6 +61,34 @@ def assert_service_up(host) -> Callable[[str], None]:
     return check
 
 
+def marker_expression(expression: str) -> tuple[Callable[[set[str]], bool], set[str]]:
+    """``-m``'s grammar (marker names, ``and``, ``or``, ``not``, parentheses): a predicate on a
+    test's marker names, and the names the expression uses.
+
+    Python's parser reads it (its precedence for these is ``-m``'s: not, and, or); any other
+    syntax is a usage error. pytest's own parser is private (``_pytest.mark.expression``).
+    """
+    try:
+        tree = ast.parse(expression, mode="eval").body
+    except SyntaxError as error:
+        raise pytest.UsageError(f"--checks {expression!r}: {error.msg}") from None
+
+    def evaluate(node: ast.expr, marks: set[str]) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id in marks
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return not evaluate(node.operand, marks)
+        if isinstance(node, ast.BoolOp):
+            results = (evaluate(value, marks) for value in node.values)
+            return all(results) if isinstance(node.op, ast.And) else any(results)
+        raise pytest.UsageError(f"--checks {expression!r}: {ast.unparse(node)!r} is not a marker name, "
+                                "and, or, not or parentheses")
+
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    evaluate(tree, set())  # refuses other syntax now, not at the first test
+    return (lambda marks: evaluate(tree, marks)), names
+
+
 def _shared(item: pytest.Item) -> bool:
     return item.path.parent == SHARED
 
@@ -73,16 +100,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     renewed by playbooks/tls.yml alone is not yet coturn's); ``replaces_hosts`` last, so every
     other test sees the hosts converge made. Else file order."""
     expression = config.getoption("checks").strip()
-    selects = Expression.compile(expression) if expression else None
+    selects, names = marker_expression(expression) if expression else (None, set())
     known = {line.split(":")[0].strip() for line in config.getini("markers")}
-    if unknown := set(re.findall(r"\w+", expression)) - {"and", "or", "not"} - known:
+    if unknown := names - known:
         raise pytest.UsageError(f"--checks names no group of molecule/pytest.ini: {sorted(unknown)}")
 
     def selected(item: pytest.Item) -> bool:
         if not _shared(item):
             return True
-        marks = {mark.name for mark in item.iter_markers()}
-        return selects is not None and selects.evaluate(lambda name, /, **kwargs: not kwargs and name in marks)
+        return selects is not None and selects({mark.name for mark in item.iter_markers()})
 
     deselected = [item for item in items if not selected(item)]
     if deselected:
