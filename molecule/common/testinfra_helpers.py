@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import testinfra
@@ -144,6 +145,32 @@ def container_address(container: str) -> str:
     """The IPv4 address of ``container`` on its (first) network."""
     networks = _inspect(container)["NetworkSettings"]["Networks"]
     return next(n["IPAddress"] for n in networks.values() if n["IPAddress"])
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of this machine's CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user..steal
+
+
+def wait_for_spare_cpu(share: float = 0.5, within: float = 600, window: float = 2.0) -> float:
+    """Wait until at least ``share`` of this machine's CPU time was idle over ``window`` seconds,
+    for at most ``within`` seconds; return the idle share last measured.
+
+    For checks that time a load they make themselves against the service's answers: make test
+    runs two scenarios at a time on 2 cores, and another run's converge leaves no spare core for
+    the load and the peers it must not slow. /proc/stat counts the whole host (the test hosts are
+    containers on it). Past ``within`` the check measures anyway, and says what it saw.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        idle0, total0 = _cpu_times()
+        time.sleep(window)
+        idle1, total1 = _cpu_times()
+        idle = (idle1 - idle0) / max(total1 - total0, 1)
+        if idle >= share or time.monotonic() >= deadline:
+            return idle
 
 
 def ansible_playbook(playbook: str, *extra: str, check: bool = False, diff: bool = False,

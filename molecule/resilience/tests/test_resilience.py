@@ -68,6 +68,7 @@ from testinfra_helpers import (
     published_port,
     redis_flavour,
     run_ca_file,
+    wait_for_spare_cpu,
 )
 
 # Controller-side: the whole run happens once, whatever the host.
@@ -85,6 +86,9 @@ INTERVAL = 1.0  # seconds between a peer's messages
 MIN_LOAD_S = 180  # the faults happen within at least this much load
 CLEAN_S = 8  # seconds of clean traffic before, between and after the faults
 FAULT_TIMEOUT = 90  # seconds a fault's effect (a unit back, new workers) may take to show
+# Seconds for 1,000 peers to connect and deliver their first messages: 20-60 s alone, more
+# beside another scenario's converge (make test runs two at a time).
+FLOWING_TIMEOUT = 300
 APP_PLAYBOOK = "playbooks/app.yml"
 RELOAD = {"nginx": "nginx -s reload", "apache": "apachectl graceful"}
 # The proxies the run proves, in order: both on the same hosts, or MOLECULE_PROXY's alone.
@@ -254,7 +258,7 @@ async def under_load(proxy_kind: str, source: Path) -> tuple[Load, float, dict[s
     load = Load(base=base, cafile=str(run_ca_file()), peers=PEERS, polling_share=POLLING_SHARE,
                 room_size=ROOM_SIZE, interval=INTERVAL)
     async with load:
-        await load.flowing(timeout=120)
+        await load.flowing(timeout=FLOWING_TIMEOUT)
         started = time.monotonic()
         for name, step in steps.items():
             await asyncio.sleep(CLEAN_S)
@@ -294,6 +298,9 @@ def run(request) -> Run:
     assert deployed_proxy() == kind, f"site.yml -e proxy_server={kind} left {deployed_proxy()} running"
     version = bumped(release_n())
     source = app_copy(EPHEMERAL / "app-next", version)
+    # The load's 1,000 peers need a core of their own: not beside another run's converge.
+    spare = wait_for_spare_cpu(0.5, within=300)
+    print(f"\nspare CPU before the load: {spare:.0%}")
     load, load_s, faults = asyncio.run(under_load(kind, source))
     result = Run(proxy=kind, version=version, load_s=load_s, report=load.report(), problems=load.problems(),
                  faults=faults)
