@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from local_inventory import local_inventory as _inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
@@ -53,23 +54,15 @@ SHOW = """
           heartbeat: "{{{{ proxy_app_heartbeat | default(None) }}}}"
           server_names: "{{{{ proxy_server_names | default(None) }}}}"
           crl: "{{{{ proxy_tls_crl | default(None) }}}}"
+          redis_address: "{{{{ redis_address | default(None) }}}}"
+          room_max_peers: "{{{{ coturn_room_max_peers | default(None) }}}}"
+          turn_tls_profile: "{{{{ coturn_tls_profile | default(None) }}}}"
+          tls_server_names: "{{{{ tls_server_names | default(None) }}}}"
+          exporters_address: "{{{{ exporters_listen_address | default(None) }}}}"
+          exporters_units: "{{{{ exporters_node_systemd_units | default(None) }}}}"
+          exporters_status_port: "{{{{ exporters_status_port | default(None) }}}}"
+          exporters_password_set: "{{{{ exporters_redis_password | default('') | length > 0 }}}}"
 """
-
-
-def _inventory(tmp_path: Path, groups: dict[str, dict], **all_vars) -> Path:
-    hosts = {h for members in groups.values() for h in members}
-    base = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": "/usr/bin/python3",
-        "proxy_server": "nginx",
-        "redis_credentials_dir": str(tmp_path / "credentials"),
-        "coturn_credentials_dir": str(tmp_path / "credentials"),
-    }
-    inv = {"all": {"vars": {**base, **all_vars}, "hosts": {h: None for h in sorted(hosts)},
-                   "children": {g: {"hosts": members} for g, members in groups.items()}}}
-    path = tmp_path / "hosts.yml"
-    path.write_text(yaml.safe_dump(inv))
-    return path
 
 
 def _platform_play(platform: dict[str, str]) -> str:
@@ -185,6 +178,43 @@ def test_wiring_follows_the_deployment_and_keeps_what_the_inventory_sets(tmp_pat
     proxy = wiring["edge1"]
     assert (proxy["body_max"], proxy["heartbeat"]) == (20971520 + 65536, 45)
     assert (proxy["server_names"], proxy["crl"]) == (["signal.example.org"], "/etc/webrtc-edge/tls/ca.crl")
+
+
+def test_wiring_of_redis_turn_tls_and_exporters(tmp_path):
+    """Apart hosts and a monitoring group: Redis serves on its address; coturn takes the largest
+    room of the app hosts and the proxy's TLS profile, and its certificate its TURN name; each
+    host's exporters listen on its address and watch its own units, the proxy's status port.
+    What the inventory sets (redis1's exporters address) stays; prom1 runs none of it."""
+    inv = _inventory(
+        tmp_path,
+        {
+            "signaling_app": {"app1": {"signaling_app_instances": 1, "signaling_app_room_max_peers": 70},
+                              "app2": {"signaling_app_instances": 1, "signaling_app_base_port": 8091}},
+            "proxy": {"edge1": None},
+            "redis": {"redis1": {"exporters_listen_address": "127.0.0.1"}},
+            "turn": {"turn1": {"coturn_public_host": "turn.example.org"}},
+            "monitoring": {"prom1": None},
+        },
+        proxy_tls_profile="modern", proxy_status_port=8406,
+    )
+    rc, out, shown = _play(tmp_path, inv)
+    assert rc == 0, out
+    wiring = shown["Wiring"]
+    address = shown["Endpoints"]["app1"][0]["address"]  # this machine's default IPv4 address
+    assert wiring["redis1"]["redis_address"] == address
+    assert (wiring["turn1"]["room_max_peers"], wiring["turn1"]["turn_tls_profile"]) == (70, "modern")
+    assert "turn.example.org" in wiring["turn1"]["tls_server_names"]
+    assert "turn.example.org" not in wiring["edge1"]["tls_server_names"]
+    (redis_unit,) = set(wiring["redis1"]["exporters_units"]) - {"webrtc-edge-firewall.service"}
+    assert redis_unit in ("redis-server.service", "valkey-server.service")
+    for host, units in {"app1": ["signaling@8081.service"], "app2": ["signaling@8091.service"],
+                        "edge1": ["nginx.service"], "turn1": ["coturn.service"]}.items():
+        assert wiring[host]["exporters_units"] == [*units, "webrtc-edge-firewall.service"], host
+        assert wiring[host]["exporters_address"] == address, host
+        assert wiring[host]["exporters_status_port"] == 8406
+        assert wiring[host]["exporters_password_set"] is False
+    assert (wiring["redis1"]["exporters_address"], wiring["redis1"]["exporters_password_set"]) == ("127.0.0.1", True)
+    assert wiring["prom1"]["exporters_units"] is None and wiring["prom1"]["room_max_peers"] is None
 
 
 def test_instances_default_to_one_per_cpu_on_loopback(tmp_path):

@@ -1,5 +1,7 @@
 """The exporters role's arguments, as Ansible computes them from its defaults and vars for a host
-of each kind, with and without a `monitoring` group (tests/roles/local_playbook.py runs it).
+of each kind, with and without a `monitoring` group (tests/roles/local_playbook.py runs it): wired
+into the deployment first, as site.yml does (playbooks/tasks/wire_exporters.yml, in a play of
+its own), and alone (the role's defaults: a lone host's values).
 
 apache_exporter's listen flag follows the version `apt-cache policy` reports on the host
 (installed, else the candidate): 0.x (Debian 12) takes --telemetry.address, 1.x (Debian 13)
@@ -29,18 +31,24 @@ BASE = {
 GROUPS = {"proxy": ["web1"], "signaling_app": ["web1"], "redis": ["web1"], "turn": ["web1"]}
 
 
-def _compute(out: Path, name: str, values: dict, groups: dict[str, list[str]]) -> dict:
-    """The role's vars for host web1 (local connection) of an inventory with ``groups``."""
+WIRE = ROOT / "playbooks" / "tasks" / "wire_exporters.yml"
+
+
+def _compute(out: Path, name: str, values: dict, groups: dict[str, list[str]], *, wired: bool = True) -> dict:
+    """The role's vars for host web1 (local connection) of an inventory with ``groups``; ``wired``:
+    after the wiring, in a play before the one that loads the role's defaults and vars."""
     inventory = {"all": {"hosts": {"web1": {"ansible_connection": "local"}},
                          "children": {g: {"hosts": {h: {} for h in hosts}} for g, hosts in groups.items()}}}
     (out / f"{name}.inventory.json").write_text(json.dumps(inventory))
     playbook = out / f"{name}.yml"
-    playbook.write_text(json.dumps([{
+    wiring = [{"name": f"{name}: wiring", "hosts": "web1", "gather_facts": False,
+               "tasks": [{"ansible.builtin.include_tasks": str(WIRE)}]}] if wired else []
+    playbook.write_text(json.dumps([*wiring, {
         "name": name, "hosts": "web1", "gather_facts": False,
         "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
         "tasks": [{"ansible.builtin.copy": {
             "content": "{{ {'all': __exporters_all, 'enabled': __exporters_enabled,"
-                       " 'password': exporters_redis_password,"
+                       " 'password': exporters_redis_password, 'units': exporters_node_systemd_units,"
                        " 'apache_version': __exporters_apache_version} | to_json }}",
             "dest": f"{out}/{name}.json", "mode": "0600"}}],
     }]))
@@ -81,6 +89,14 @@ def computed(tmp_path_factory) -> dict[str, dict]:
         "alone": _compute(out, "alone", BASE, GROUPS),
         "monitored": _compute(out, "monitored", BASE, {**GROUPS, "monitoring": ["prom1"]}),
         "valkey": _compute(out, "valkey", {**BASE, "redis_unit": "valkey-server.service"}, GROUPS),
+        "role-alone": _compute(out, "role-alone", {**BASE, "proxy_status_port": 9405, "redis_port": 6380},
+                               {**GROUPS, "monitoring": ["prom1"]}, wired=False),
+        "wired-ports": _compute(out, "wired-ports", {**BASE, "proxy_status_port": 9405, "redis_port": 6380}, GROUPS),
+        "given": _compute(out, "given",
+                          {**BASE, "exporters_listen_address": "127.0.0.1",
+                           "exporters_node_systemd_units": ["custom.service"], "exporters_status_port": 9000,
+                           "exporters_redis_address": "redis://127.0.0.1:7000", "exporters_redis_password": "given"},
+                          {**GROUPS, "monitoring": ["prom1"]}),
         **{f"apache-{name}": _compute(out, f"apache-{name}", {**apache, "__exporters_apache_policy": policy},
                                       {"proxy": ["web1"]})
            for name, (policy, _, _) in APACHE_POLICIES.items()},
@@ -143,3 +159,31 @@ def test_redis_password_in_a_file_not_the_arguments(computed):
     assert args["redis.addr"] == "redis://127.0.0.1:6379"
     assert found["password"] == "p@ss"  # from redis_url, decoded
     assert "p@ss" not in " ".join(found["all"]["redis"]["args"])
+
+
+def test_role_alone_takes_a_lone_hosts_values(computed):
+    """Without the wiring the role's defaults are its own: loopback even with a monitoring group,
+    the firewall's unit alone, the proxy's and Redis's default ports, no password (their
+    proxy_status_port, redis_port and redis_url are not read)."""
+    found = computed["role-alone"]
+    assert _args(found, "node")["web.listen-address"] == "127.0.0.1:9100"
+    assert found["units"] == ["webrtc-edge-firewall.service"]
+    assert _args(found, "nginx")["nginx.scrape-uri"] == "http://127.0.0.1:8405/nginx_status"
+    assert _args(found, "redis")["redis.addr"] == "redis://127.0.0.1:6379"
+    assert found["password"] == ""
+
+
+def test_wiring_takes_the_proxy_and_redis_ports(computed):
+    found = computed["wired-ports"]
+    assert _args(found, "nginx")["nginx.scrape-uri"] == "http://127.0.0.1:9405/nginx_status"
+    assert _args(found, "redis")["redis.addr"] == "redis://127.0.0.1:6380"
+
+
+def test_wiring_keeps_what_is_set(computed):
+    """Values given (here with -e; the inventory's go the same way) win over the wiring's."""
+    found = computed["given"]
+    assert _args(found, "node")["web.listen-address"] == "127.0.0.1:9100"  # a monitoring group, but set
+    assert found["units"] == ["custom.service"]
+    assert _args(found, "nginx")["nginx.scrape-uri"] == "http://127.0.0.1:9000/nginx_status"
+    assert _args(found, "redis")["redis.addr"] == "redis://127.0.0.1:7000"
+    assert found["password"] == "given"
