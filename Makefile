@@ -13,8 +13,8 @@ PYTEST    := $(VENV)/bin/pytest
 PROXY     ?= nginx
 # Molecule runs, SCENARIO@RELEASE[+PROXY] (tests/tools/run-matrix.sh), MOLECULE_JOBS at a time
 # (two: the 2 cores stay busy, about 1.5x the rate of one at a time). Longest first, so the
-# two lanes end close together; the two cluster runs (never at once) apart, so neither waits. Debian 13 gets every scenario; Debian 12 the OS upgrade from it
-# (upgrade) and cluster on Redis. The runs that do not fit make test's 65 minutes on 2 cores
+# two lanes end close together; the two cluster runs (never at once) apart, so neither waits.
+# Debian 13 gets every scenario; Debian 12 the OS upgrade from it (upgrade) and cluster on Redis. The runs that do not fit make test's 65 minutes on 2 cores
 # are MOLECULE_RUNS_EXTRA (`make molecule-extra`, about 35 minutes more).
 MOLECULE_RUNS   ?= resilience@trixie upgrade@bookworm cluster@bookworm default@trixie apache@trixie \
                    cluster@trixie local@trixie acme@trixie

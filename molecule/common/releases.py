@@ -22,7 +22,6 @@ from packaging.version import Version
 from testinfra_helpers import ansible_playbook
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
 
 
 def release_n() -> str:

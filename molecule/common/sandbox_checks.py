@@ -34,11 +34,9 @@ Switched (molecule/default)
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import time
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -48,8 +46,6 @@ from testinfra_helpers import ansible_playbook, inventory_host, inventory_hosts,
 pytestmark = pytest.mark.sandbox  # the group a scenario selects with --checks (testinfra_plugin.py)
 
 DROPIN = "webrtc-edge-hardening.conf"
-PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
 # The issue's targets; Redis and Valkey: what issue 14 asks of every unit the toolkit ships.
 TARGET = {"nginx.service": 4.0, "apache2.service": 4.0, "coturn.service": 3.0}
 # What each main process keeps (the roles' vars/main.yml say why).

@@ -14,13 +14,11 @@ the same bytes, and the second site.yml changes nothing.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import ssl
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from deployment_checks import SITE_NAME, Site, _multipart, _tiny_png
@@ -34,8 +32,6 @@ from testinfra_helpers import (
 )
 from turn_checks import TurnClient, _turn_urls
 
-PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent  # with its group_vars/
 HOST = inventory_hosts("signaling_app")[0]  # the one host: every group
 SECRETS = ["redis_password", "turn_secret", "tls-ca/ca.key", "tls-ca/ca.pem"]
 # The first test pays for the module's fixture: a backup, a fresh host, a restore that deploys it.
