@@ -11,14 +11,17 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 PYTEST    := $(VENV)/bin/pytest
 PROXY     ?= nginx
-# Molecule runs, SCENARIO@RELEASE[+PROXY] (tests/tools/run-matrix.sh), MOLECULE_JOBS at a time
-# (two: the 2 cores stay busy, about 1.5x the rate of one at a time). Longest first, so the
-# two lanes end close together; the two cluster runs (never at once) apart, so neither waits.
-# Debian 13 gets every scenario; Debian 12 the OS upgrade from it (upgrade) and cluster on Redis. The runs that do not fit make test's 65 minutes on 2 cores
-# are MOLECULE_RUNS_EXTRA (`make molecule-extra`, about 35 minutes more).
-MOLECULE_RUNS   ?= resilience@trixie upgrade@bookworm cluster@bookworm default@trixie apache@trixie \
-                   cluster@trixie local@trixie acme@trixie
-MOLECULE_RUNS_EXTRA ?= upgrade@trixie default@bookworm apache@bookworm local@bookworm acme@bookworm
+# Molecule runs, SCENARIO@RELEASE[+PROXY] (tests/tools/run-matrix.sh), longest first. Debian 13
+# gets every scenario; Debian 12 the OS upgrade from it (upgrade). The runs that do not fit
+# make test's 65 minutes on 2 cores are MOLECULE_RUNS_EXTRA (`make molecule-extra`).
+MOLECULE_RUNS   ?= upgrade@bookworm resilience@trixie apache@trixie default@trixie cluster@trixie \
+                   local@trixie acme@trixie
+MOLECULE_RUNS_EXTRA ?= cluster@bookworm upgrade@trixie default@bookworm apache@bookworm local@bookworm \
+                       acme@bookworm
+# make test's jobs at a time: lint, each Molecule run, unit, app-and-browser-test (each takes
+# about a core).
+TEST_JOBS       ?= 2
+# make molecule's runs at a time.
 MOLECULE_JOBS   ?= 2
 RESILIENCE_RUNS ?= resilience@trixie
 INVENTORY ?= inventories/local
@@ -76,12 +79,13 @@ diagnose: venv  ## check a deployment, change nothing (docs/troubleshooting.md):
 
 # -- test ------------------------------------------------------------------------
 
-# Lint and the Python suites take one core each, so two run at a time (each one's output
-# printed whole when it ends, make -O): lint beside unit, then app-test and browser-test. Then
-# Molecule takes both cores.
+# One queue, TEST_JOBS at a time, in this order as each ends: lint (quick to fail), the Molecule
+# runs longest first, then the Python suites, which fill one core while the last runs end. Each
+# job's output is printed whole when it ends (make -O); after a failure the others still run
+# (make -k), so one CI log shows every failure.
 test: test-deps  ## everything (what CI runs)
-	$(MAKE) --no-print-directory -j2 --output-sync=target lint unit app-and-browser-test
-	$(MAKE) --no-print-directory molecule
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) -k --output-sync=target lint $(addprefix run-,$(MOLECULE_RUNS)) \
+	  unit app-and-browser-test
 	@$(PY) tests/tools/report.py
 	@echo "make test: all checks passed"
 
@@ -134,7 +138,11 @@ app-and-browser-test: venv
 molecule: venv  ## end-to-end on systemd containers: MOLECULE_RUNS, MOLECULE_JOBS at a time (builds images first)
 	JOBS=$(MOLECULE_JOBS) bash tests/tools/run-matrix.sh $(MOLECULE_RUNS)
 
-molecule-extra: venv  ## the runs make test leaves out (MOLECULE_RUNS_EXTRA: Debian 12's default, apache, local, acme; upgrade on Debian 13)
+# One run of make test's queue: run-default@trixie, run-resilience@bookworm+apache, ...
+run-%: venv
+	bash tests/tools/run-matrix.sh $*
+
+molecule-extra: venv  ## the runs make test leaves out (MOLECULE_RUNS_EXTRA: Debian 12's cluster, default, apache, local, acme; Debian 13's upgrade)
 	JOBS=$(MOLECULE_JOBS) bash tests/tools/run-matrix.sh $(MOLECULE_RUNS_EXTRA)
 
 resilience: venv  ## 1,000 peers through faults, nothing lost: nginx, then Apache (figures in molecule/artifacts/)

@@ -9,12 +9,14 @@ Tests reach the test hosts only through ports published on 127.0.0.1
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import subprocess
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import testinfra
@@ -171,6 +173,37 @@ def wait_for_spare_cpu(share: float = 0.5, within: float = 600, window: float = 
         idle = (idle1 - idle0) / max(total1 - total0, 1)
         if idle >= share or time.monotonic() >= deadline:
             return idle
+
+
+# Docker's default CPU weight (cgroup v1 cpu.shares; v2 maps it to cpu.weight 100-ish).
+DEFAULT_CPU_SHARES = 1024
+
+
+@contextlib.contextmanager
+def cpu_first(containers: Iterable[str] | None = None, shares: int = 8 * DEFAULT_CPU_SHARES,
+              nice: int | None = None) -> Iterator[None]:
+    """Within the block, the scenario's containers (default: every inventory host) weigh
+    ``shares`` against other containers for the CPU, then Docker's default again; with ``nice``,
+    the calling thread (a load driver's event loop) runs at that nice value, then at its own.
+
+    For checks that time the service under a load they make themselves: beside another
+    scenario's converge (make test runs two at a time) the service and its load then get most
+    of the CPU when they want it, and the other run the rest; nobody waits for a core to be
+    spare. `docker update --cpu-shares` (no restart); a nice below 0 needs root (else ignored).
+    """
+    names = list(containers) if containers is not None else inventory_hosts("all")
+    subprocess.run(["docker", "update", "--cpu-shares", str(shares), *names], check=True, capture_output=True)
+    was = os.getpriority(os.PRIO_PROCESS, 0)  # Linux: the calling thread's
+    if nice is not None:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, was)
+        subprocess.run(["docker", "update", "--cpu-shares", str(DEFAULT_CPU_SHARES), *names], check=True,
+                       capture_output=True)
 
 
 def ansible_playbook(playbook: str, *extra: str, check: bool = False, diff: bool = False,

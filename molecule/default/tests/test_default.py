@@ -9,8 +9,11 @@ against this deployment; what is below is what only this scenario promises.
 
 from __future__ import annotations
 
+import subprocess
+
+import pytest
 from deployment_checks import proxy_host, proxy_kind, site  # noqa: F401 (fixtures)
-from testinfra_helpers import inventory_hosts
+from testinfra_helpers import DEFAULT_CPU_SHARES, cpu_first, inventory_hosts
 
 testinfra_hosts = inventory_hosts("all")
 
@@ -53,3 +56,18 @@ def test_site_written_from_the_replaced_template(host):
     loaded = host.check_output("nginx -T 2>/dev/null")
     assert "# Written from the default scenario's nginx_site_template" in loaded
     assert "ssl_certificate /etc/webrtc-edge/tls/fullchain.pem;" in loaded
+
+
+def test_cpu_first_weights_the_containers_then_gives_back():
+    """The harness's cpu_first (load-timed checks: the flood, resilience) raises this
+    scenario's CPU weight for its block and leaves Docker's default after, even on an error."""
+    name = inventory_hosts("all")[0]
+
+    def shares() -> int:
+        return int(subprocess.run(["docker", "inspect", "-f", "{{.HostConfig.CpuShares}}", name],
+                                  check=True, capture_output=True, text=True).stdout)
+
+    with pytest.raises(RuntimeError), cpu_first():
+        assert shares() == 8 * DEFAULT_CPU_SHARES
+        raise RuntimeError("inside the block")
+    assert shares() == DEFAULT_CPU_SHARES
