@@ -33,7 +33,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deploy diagnose test venv lock test-deps lint lint-shell lint-js unit app-test browser-test app-and-browser-test molecule molecule-extra resilience bench clean
+.PHONY: help deploy diagnose test venv lock test-deps lint lint-shell lint-js unit app-test browser-test lint-and-unit app-and-browser-test molecule molecule-extra resilience bench clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -79,13 +79,13 @@ diagnose: venv  ## check a deployment, change nothing (docs/troubleshooting.md):
 
 # -- test ------------------------------------------------------------------------
 
-# One queue, TEST_JOBS at a time, in this order as each ends: lint (quick to fail), the Molecule
-# runs longest first, then the Python suites, which fill one core while the last runs end. Each
-# job's output is printed whole when it ends (make -O); after a failure the others still run
-# (make -k), so one CI log shows every failure.
+# One queue, TEST_JOBS at a time, in this order as each ends: lint then unit (quick to fail), the
+# Molecule runs longest first, then the app's suites, which fill one core while the last runs
+# end. Each job's output is printed whole when it ends (make -O); after a failure the others
+# still run (make -k), so one CI log shows every failure.
 test: test-deps  ## everything (what CI runs)
-	$(MAKE) --no-print-directory -j$(TEST_JOBS) -k --output-sync=target lint $(addprefix run-,$(MOLECULE_RUNS)) \
-	  unit app-and-browser-test
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) -k --output-sync=target lint-and-unit \
+	  $(addprefix run-,$(MOLECULE_RUNS)) app-and-browser-test
 	@$(PY) tests/tools/report.py
 	@echo "make test: all checks passed"
 
@@ -130,6 +130,11 @@ app-test: venv  ## the signaling app on both hubs (memory, real redis-server)
 
 browser-test: venv  ## the app's client in Debian's chromium (Playwright)
 	cd app && ../$(PYTEST) -q -m browser
+
+# One job each in make test's queue (a goal whose prerequisites run as jobs of their own would
+# wait behind the queue: lint did, measured, and ran last).
+lint-and-unit: venv
+	$(MAKE) --no-print-directory -k lint unit
 
 app-and-browser-test: venv
 	$(MAKE) --no-print-directory app-test

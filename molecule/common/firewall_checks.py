@@ -57,6 +57,8 @@ EXPORTER_PORTS = {"node": 9100, "nginx": 9113, "apache": 9117, "redis": 9121}
 # proxies' status page (proxy_status_port), on loopback alone.
 CLOSED_TCP = [1, 8080, 8405, 12345]
 CLOSED_UDP = [53, 12345]
+# Tries again of a UDP port that must be refused and seemed dropped (the ICMP answer rationed).
+UDP_RETRIES = 3
 
 # Tries every (address, port, proto) of argv[1] (JSON) at once, argv[2] seconds each; prints the
 # outcomes in order. Runs as is on the controller and on the hosts (their python3).
@@ -287,6 +289,16 @@ def test_each_host_accepts_exactly_what_the_rules_say(source, firewall_services,
                  for (port, proto), want in _expected(source, target, firewall_services, controller_reaches).items()]
     started = time.monotonic()
     found = _probe(source, [(address, port, proto) for _, address, port, proto, _ in plan])
+    # A UDP port is "refused" only by the ICMP port-unreachable the kernel answers with, and the
+    # kernel rations those (net.ipv4.icmp_ratelimit, icmp_msgs_per_sec, per host and overall):
+    # beside another run's firewall checks one went missing (local@trixie, 49999/udp). Such a
+    # try is made again, one at a time, a second apart; a rule that drops it still drops it.
+    for _ in range(UDP_RETRIES):
+        again = [i for i, (_, _, _, proto, want) in enumerate(plan)
+                 if proto == "udp" and want == "refused" and found[i] == "dropped"]
+        for i in again:
+            time.sleep(1)
+            found[i] = _probe(source, [plan[i][1:4]])[0]
     print(f"{len(plan)} tries from {source} in {time.monotonic() - started:.1f} s")
     wrong = [f"{target} {port}/{proto}: {got}, want {want}"
              for (target, _, port, proto, want), got in zip(plan, found, strict=True) if got != want]

@@ -137,12 +137,14 @@ def _all(findings: dict[str, list[dict]]) -> list[dict]:
     return [f for same_id in findings.values() for f in same_id]
 
 
+@pytest.mark.testssl
 def test_testssl_no_high_or_critical_finding(testssl_findings):
     severe = [f"{f['severity']}: {f['id']}: {f['finding']}" for f in _all(testssl_findings)
               if f["severity"] in ("HIGH", "CRITICAL")]
     assert severe == []
 
 
+@pytest.mark.testssl
 def test_testssl_nothing_vulnerable(testssl_findings):
     # testssl.sh writes "VULNERABLE" in capitals for a vulnerable finding ("not vulnerable" otherwise).
     assert [f for f in _all(testssl_findings) if "VULNERABLE" in f["finding"]] == []
@@ -152,11 +154,13 @@ def test_testssl_nothing_vulnerable(testssl_findings):
 @pytest.mark.parametrize("protocol, offered", [
     ("SSLv2", False), ("SSLv3", False), ("TLS1", False), ("TLS1_1", False), ("TLS1_2", True), ("TLS1_3", True),
 ])
+@pytest.mark.testssl
 def test_testssl_only_tls12_and_tls13_offered(testssl_findings, protocol, offered):
     finding = _one(testssl_findings, protocol)["finding"]
     assert finding.startswith("offered") is offered, finding
 
 
+@pytest.mark.testssl
 def test_testssl_no_cbc_3des_or_rc4_cipher(testssl_findings):
     suites = {f["finding"].split()[-1] for i, same in testssl_findings.items()
               if i.startswith(CIPHER_ID_PREFIX) for f in same}
@@ -167,6 +171,7 @@ def test_testssl_no_cbc_3des_or_rc4_cipher(testssl_findings):
     assert _one(testssl_findings, "RC4")["severity"] == "OK"
 
 
+@pytest.mark.testssl
 def test_testssl_hsts_recognised(testssl_findings):
     assert _one(testssl_findings, "HSTS_time")["severity"] == "OK"
     assert _one(testssl_findings, "HSTS_subdomains")["finding"] == "includes subdomains"
@@ -174,6 +179,7 @@ def test_testssl_hsts_recognised(testssl_findings):
     assert ("IS marked for preloading" in preload) is hsts_preload(), preload
 
 
+@pytest.mark.testssl
 def test_testssl_grade(testssl_findings, capsys):
     grade = _one(testssl_findings, "overall_grade")["finding"]
     caps = [f["finding"] for i, same in testssl_findings.items() if i.startswith("grade_cap_reason") for f in same]
