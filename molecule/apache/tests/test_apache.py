@@ -8,7 +8,7 @@ same behaviour as nginx; below, what only this scenario promises.
 
 from __future__ import annotations
 
-from deployment_checks import proxy_host, proxy_kind  # noqa: F401 (fixtures)
+from deployment_checks import proxy_host, proxy_kind, site  # noqa: F401 (fixtures)
 from testinfra_helpers import inventory_hosts
 
 testinfra_hosts = inventory_hosts("all")
@@ -22,6 +22,17 @@ def test_nginx_not_installed(host):
     """A fresh host behind Apache never gets nginx at all."""
     assert not host.package("nginx").is_installed
 
+
+def test_extra_location_served(site):
+    """An extra location from the inventory is served, with the site's security headers, and a
+    line added to a built-in location reaches its answers."""
+    docs = site.get("/docs/")
+    assert (docs.status, docs.headers["Location"]) == (301, "https://docs.example.org/")
+    assert docs.headers["Strict-Transport-Security"]
+    assert docs.headers["X-Content-Type-Options"] == "nosniff"
+    api = site.get("/api/ice-servers")
+    assert (api.status, api.headers["X-Robots-Tag"]) == (200, "noindex")
+    assert site.get("/health").headers["X-Robots-Tag"] is None
 
 
 def test_site_written_from_the_replaced_template(host):
