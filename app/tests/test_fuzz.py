@@ -349,7 +349,12 @@ class Closed:
 
 
 class Conn:
-    """A WebSocket peer; a background task reads every frame, checks it and queues it."""
+    """A WebSocket peer; a background task reads every frame, checks it and queues it.
+
+    Not ``signaling.client``'s peer on purpose: the fuzzer sends what that client cannot (raw
+    text, wrong types, binary frames, messages out of protocol order) and checks every frame
+    the server answers, errors included, where the client would validate or swallow them.
+    """
 
     def __init__(self, http: aiohttp.ClientSession, base: str, secret_strings: tuple[str, ...]) -> None:
         self.http = http

@@ -119,7 +119,7 @@ def test_no_default_is_written_again_in_the_plugins(source):
 def test_an_entry_that_needs_the_inventory_has_no_default():
     """What plain Jinja cannot render (server names from facts or the inventory) stays required."""
     scope = role_defaults.role_scope()
-    assert "proxy_server_names" not in scope and "proxy_uploads_host" not in scope
+    assert "proxy_server_names" not in scope and scope["proxy_uploads_host"] == ""
     assert scope["proxy_keepalive"] == 32 and scope["proxy_tls_crl"] == ""
     with pytest.raises(ValueError, match="missing required key 'server_names'"):
         proxy.build_proxy_model({"upstreams": ENDPOINTS})
