@@ -9,11 +9,12 @@ against this deployment; what is below is what only this scenario promises.
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 
 import pytest
 from deployment_checks import proxy_host, proxy_kind, site  # noqa: F401 (fixtures)
-from testinfra_helpers import DEFAULT_CPU_SHARES, cpu_first, inventory_hosts
+from testinfra_helpers import DEFAULT_CPU_SHARES, LOAD_LOCK, cpu_first, inventory_hosts
 
 testinfra_hosts = inventory_hosts("all")
 
@@ -60,14 +61,26 @@ def test_site_written_from_the_replaced_template(host):
 
 def test_cpu_first_weights_the_containers_then_gives_back():
     """The harness's cpu_first (load-timed checks: the flood, resilience) raises this
-    scenario's CPU weight for its block and leaves Docker's default after, even on an error."""
+    scenario's CPU weight for its block, holding the machine's lock so that no other such block
+    runs, and leaves Docker's default and the lock after, even on an error."""
     name = inventory_hosts("all")[0]
 
     def shares() -> int:
         return int(subprocess.run(["docker", "inspect", "-f", "{{.HostConfig.CpuShares}}", name],
                                   check=True, capture_output=True, text=True).stdout)
 
+    def locked() -> bool:
+        """Whether another cpu_first block holds the machine's lock (tried without waiting)."""
+        with open(LOAD_LOCK, "a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+
     with pytest.raises(RuntimeError), cpu_first():
         assert shares() == 8 * DEFAULT_CPU_SHARES
+        assert locked()
         raise RuntimeError("inside the block")
     assert shares() == DEFAULT_CPU_SHARES
+    assert not locked()
