@@ -20,8 +20,8 @@ MOLECULE_RUNS   ?= upgrade@bookworm resilience@trixie cluster@trixie default@tri
                    local@trixie acme@trixie
 MOLECULE_RUNS_EXTRA ?= cluster@bookworm upgrade@trixie default@bookworm apache@bookworm local@bookworm \
                        acme@bookworm
-# make test's jobs at a time: lint, each Molecule run, unit, app-and-browser-test (each takes
-# about a core).
+# make test's jobs at a time: lint-and-unit, each Molecule run, app-and-browser-test (each
+# takes about a core).
 TEST_JOBS       ?= 2
 # make molecule's runs at a time.
 MOLECULE_JOBS   ?= 2
